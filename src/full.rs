@@ -1,0 +1,634 @@
+//! The full load: every selected table copied in key-range chunks by
+//! `threads` workers, each chunk one target transaction, checkpointed in the
+//! state only after the target committed it.
+//!
+//! A worker streams a chunk from the source (binary protocol) and turns the
+//! rows into multi-row INSERT statements sized to the target's
+//! `max_allowed_packet`; its writer half executes them on the target while
+//! the reader goes on. Memory per worker is bounded by two statements.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Params, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{ColumnKind, Table};
+use crate::db::{self, quote_ident, qualified, Connector, DbError};
+use crate::job::{ExistingRows, JobSpec};
+use crate::sql;
+use crate::state::{Chunk, KeyValue, StateError, Store, TablePlan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FullError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(
+        "a row of {table} needs a {size}-byte statement, more than the target's \
+         max_allowed_packet ({limit}); raise it: SET GLOBAL max_allowed_packet = {suggest};"
+    )]
+    RowTooLarge {
+        table: String,
+        size: usize,
+        limit: usize,
+        suggest: usize,
+    },
+    #[error("stopped")]
+    Cancelled,
+}
+
+impl FullError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, FullError::Db(e) if e.is_retryable())
+    }
+}
+
+type Result<T, E = FullError> = std::result::Result<T, E>;
+
+/// Live progress of one table, shared with whoever reports it.
+#[derive(Debug)]
+pub struct TableProgress {
+    pub table: String,
+    pub rows_estimate: AtomicU64,
+    pub rows_done: AtomicU64,
+    pub chunks_total: u32,
+    pub chunks_done: AtomicU64,
+    pub done: AtomicBool,
+    /// Unix ms of the first row of this run, 0 before.
+    pub started_ms: AtomicU64,
+    /// Rows done before this run (a resume), excluded from rates.
+    pub rows_before: u64,
+}
+
+/// Rows-per-second limit shared by a job's workers; changeable live.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    rate: AtomicU64,
+    next_free: Mutex<Option<Instant>>,
+}
+
+impl RateLimit {
+    pub fn new(rows_per_sec: u64) -> Self {
+        let r = RateLimit::default();
+        r.set(rows_per_sec);
+        r
+    }
+
+    pub fn set(&self, rows_per_sec: u64) {
+        self.rate.store(rows_per_sec, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `rows` may pass; at most one second of burst.
+    pub async fn acquire(&self, rows: u64) {
+        let rate = self.get();
+        if rate == 0 || rows == 0 {
+            return;
+        }
+        let begin = {
+            let now = Instant::now();
+            let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
+            let floor = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+            let begin = next.map_or(now, |n| n.max(floor));
+            *next = Some(begin + Duration::from_secs_f64(rows as f64 / rate as f64));
+            begin
+        };
+        if begin > Instant::now() {
+            tokio::time::sleep_until(begin.into()).await;
+        }
+    }
+}
+
+/// What a load needs from its caller.
+pub struct Load<'a> {
+    pub job: &'a JobSpec,
+    pub tables: &'a [Table],
+    pub source: &'a Connector,
+    pub target: &'a Connector,
+    pub store: &'a Arc<Store>,
+    pub limit: Arc<RateLimit>,
+    pub cancel: CancellationToken,
+}
+
+/// The statements that copy one table, built once.
+struct TableCopy {
+    id: String,
+    select: String,
+    key_columns: Vec<String>,
+    kinds: Vec<ColumnKind>,
+    insert_prefix: Vec<u8>,
+    /// Before copying a keyless table again, empty it on the target.
+    reset_sql: Option<String>,
+    progress: Arc<TableProgress>,
+}
+
+struct Task {
+    table: Arc<TableCopy>,
+    index: u32,
+    chunk: Chunk,
+}
+
+/// Plans what is not planned yet and returns the progress handles, so the
+/// caller can report while [`run`] works.
+pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
+    let mut out = Vec::new();
+    for t in load.tables {
+        let id = t.id();
+        let plan = match load.store.table_plan(&load.job.name, &id)? {
+            Some(p) => p,
+            None => {
+                let chunks = split(load, t).await?;
+                let plan = TablePlan {
+                    chunks: chunks.len() as u32,
+                    keyless: t.key.is_none(),
+                    rows_estimate: t.rows_estimate,
+                    done: false,
+                };
+                load.store.put_table_plan(&load.job.name, &id, &plan, &chunks)?;
+                plan
+            }
+        };
+        let chunks = load.store.chunks(&load.job.name, &id)?;
+        let before: u64 = chunks.iter().filter(|c| c.done).map(|c| c.rows).sum();
+        let done = chunks.iter().filter(|c| c.done).count() as u64;
+        out.push(Arc::new(TableProgress {
+            table: id,
+            rows_estimate: AtomicU64::new(plan.rows_estimate.max(before)),
+            rows_done: AtomicU64::new(before),
+            chunks_total: plan.chunks,
+            chunks_done: AtomicU64::new(done),
+            done: AtomicBool::new(plan.done),
+            started_ms: AtomicU64::new(0),
+            rows_before: before,
+        }));
+    }
+    Ok(out)
+}
+
+/// Chunk boundaries along the table's key: every `chunk_rows`-th key.
+async fn split(load: &Load<'_>, t: &Table) -> Result<Vec<Chunk>> {
+    let open = Chunk {
+        lower: None,
+        upper: None,
+        done: false,
+        rows: 0,
+    };
+    let Some(key) = &t.key else {
+        return Ok(vec![open]);
+    };
+    let n = load.job.full.chunk_rows;
+    if t.rows_estimate < n / 2 {
+        return Ok(vec![open]);
+    }
+    let mut conn = load.source.connect().await?;
+    let cols: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
+    let base = format!(
+        "SELECT {} FROM {} FORCE INDEX ({})",
+        cols.join(", "),
+        qualified(&t.db, &t.name),
+        quote_ident(&key.index)
+    );
+    let order = format!("ORDER BY {} LIMIT 1 OFFSET {}", cols.join(", "), n - 1);
+    let mut bounds: Vec<Vec<KeyValue>> = Vec::new();
+    loop {
+        if load.cancel.is_cancelled() {
+            return Err(FullError::Cancelled);
+        }
+        let (cond, params) = match bounds.last() {
+            Some(last) => range_condition(&key.columns, Some(last), None),
+            None => ("1".to_string(), Vec::new()),
+        };
+        let q = format!("{base} WHERE {cond} {order}");
+        let row: Option<mysql_async::Row> = conn
+            .exec_first(q, Params::Positional(params))
+            .await
+            .map_err(load.source.query_err(format!("splitting {} into chunks", t.id())))?;
+        match row {
+            Some(r) => bounds.push(r.unwrap().into_iter().map(KeyValue::from).collect()),
+            None => break,
+        }
+    }
+    let _ = conn.disconnect().await;
+    let mut chunks = Vec::with_capacity(bounds.len() + 1);
+    let mut lower = None;
+    for b in bounds {
+        chunks.push(Chunk {
+            lower: lower.take(),
+            upper: Some(b.clone()),
+            done: false,
+            rows: 0,
+        });
+        lower = Some(b);
+    }
+    chunks.push(Chunk {
+        lower,
+        upper: None,
+        done: false,
+        rows: 0,
+    });
+    Ok(chunks)
+}
+
+/// `key > lower AND key <= upper` for a composite key, expanded into
+/// ORs of ANDs (which the range optimizer handles), with its parameters.
+fn range_condition(
+    cols: &[String],
+    lower: Option<&Vec<KeyValue>>,
+    upper: Option<&Vec<KeyValue>>,
+) -> (String, Vec<Value>) {
+    let mut parts = Vec::new();
+    let mut params = Vec::new();
+    for (bound, strict, inclusive_last) in [(lower, ">", false), (upper, "<", true)] {
+        let Some(vals) = bound else { continue };
+        let mut ors = Vec::new();
+        for i in 0..cols.len() {
+            let mut ands: Vec<String> = Vec::new();
+            for (c, v) in cols[..i].iter().zip(vals) {
+                ands.push(format!("{} = ?", quote_ident(c)));
+                params.push(Value::from(v));
+            }
+            ands.push(format!("{} {strict} ?", quote_ident(&cols[i])));
+            params.push(Value::from(&vals[i]));
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        if inclusive_last {
+            let ands: Vec<String> = cols.iter().map(|c| format!("{} = ?", quote_ident(c))).collect();
+            params.extend(vals.iter().map(Value::from));
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        parts.push(format!("({})", ors.join(" OR ")));
+    }
+    if parts.is_empty() {
+        ("1".into(), params)
+    } else {
+        (parts.join(" AND "), params)
+    }
+}
+
+/// Copies every chunk not yet done. Returns when all are done, on the first
+/// error, or when `cancel` fires (with [`FullError::Cancelled`]).
+pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()> {
+    let mut queue = VecDeque::new();
+    for (t, p) in load.tables.iter().zip(progress) {
+        if p.done.load(Ordering::Relaxed) {
+            continue;
+        }
+        let copy = Arc::new(table_copy(load, t, p.clone()));
+        for (i, chunk) in load.store.chunks(&load.job.name, &copy.id)?.into_iter().enumerate() {
+            if !chunk.done {
+                queue.push_back(Task {
+                    table: copy.clone(),
+                    index: i as u32,
+                    chunk,
+                });
+            }
+        }
+    }
+    if queue.is_empty() {
+        return Ok(());
+    }
+    let packet = {
+        let mut c = load.target.connect().await?;
+        let p = db::variable(&mut c, "max_allowed_packet")
+            .await
+            .map_err(load.target.query_err("reading max_allowed_packet"))?
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(4 << 20);
+        let _ = c.disconnect().await;
+        p
+    };
+    let queue = Arc::new(Mutex::new(queue));
+    let workers = load.job.full.threads.max(1);
+    let mut set = Vec::new();
+    for _ in 0..workers {
+        set.push(worker(load, queue.clone(), packet));
+    }
+    let results = futures_util::future::join_all(set).await;
+    // The first real error wins over the Cancelled of the workers it stopped.
+    let mut cancelled = false;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(FullError::Cancelled) => cancelled = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if cancelled {
+        return Err(FullError::Cancelled);
+    }
+    Ok(())
+}
+
+fn table_copy(load: &Load<'_>, t: &Table, progress: Arc<TableProgress>) -> TableCopy {
+    let cols: Vec<&crate::catalog::Column> = t.copied_columns().collect();
+    let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+    let (select, key_columns) = match &t.key {
+        Some(k) => (
+            format!(
+                "SELECT {} FROM {} FORCE INDEX ({}) WHERE {{}} ORDER BY {}",
+                names.join(", "),
+                qualified(&t.db, &t.name),
+                quote_ident(&k.index),
+                k.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+            ),
+            k.columns.clone(),
+        ),
+        None => (
+            format!("SELECT {} FROM {}", names.join(", "), qualified(&t.db, &t.name)),
+            Vec::new(),
+        ),
+    };
+    // A chunk that is not marked done may still have been committed just
+    // before a crash, so keyed chunks are written with REPLACE (on rows the
+    // job itself wrote), and keyless tables are emptied first (they are
+    // copied whole). Other existing_rows modes decide for themselves.
+    let verb = match (load.job.full.existing_rows, t.key.is_some()) {
+        (ExistingRows::Overwrite, _) => "REPLACE",
+        (ExistingRows::Skip, _) => "INSERT IGNORE",
+        (ExistingRows::Error, true) => "REPLACE",
+        (ExistingRows::Error, false) => "INSERT",
+    };
+    let reset_sql = (t.key.is_none() && load.job.full.existing_rows == ExistingRows::Error)
+        .then(|| format!("DELETE FROM {}", qualified(&t.target_db, &t.name)));
+    let insert_prefix = format!(
+        "{verb} INTO {} ({}) VALUES ",
+        qualified(&t.target_db, &t.name),
+        names.join(", ")
+    )
+    .into_bytes();
+    TableCopy {
+        id: t.id(),
+        select,
+        key_columns,
+        kinds: cols.iter().map(|c| c.kind).collect(),
+        insert_prefix,
+        reset_sql,
+        progress,
+    }
+}
+
+/// Connections a worker keeps between chunks; dropped after an error.
+#[derive(Default)]
+struct Conns {
+    src: Option<Conn>,
+    dst: Option<Conn>,
+}
+
+async fn worker(load: &Load<'_>, queue: Arc<Mutex<VecDeque<Task>>>, packet: usize) -> Result<()> {
+    let mut conns = Conns::default();
+    loop {
+        if load.cancel.is_cancelled() {
+            return Err(FullError::Cancelled);
+        }
+        let task = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let Some(task) = task else { break };
+        if let Err(e) = copy_chunk(load, &mut conns, &task, packet).await {
+            if let Some(mut dst) = conns.dst.take() {
+                let _ = dst.query_drop("ROLLBACK").await;
+            }
+            conns.src = None;
+            load.cancel.cancel();
+            return Err(e);
+        }
+    }
+    for c in [conns.src.take(), conns.dst.take()].into_iter().flatten() {
+        let _ = c.disconnect().await;
+    }
+    Ok(())
+}
+
+enum Msg {
+    /// One INSERT statement and the rows it holds.
+    Rows(Vec<u8>, u64),
+    /// Commit what came so far (keyless tables, which have no chunks).
+    Commit,
+}
+
+async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usize) -> Result<()> {
+    let t = &task.table;
+    if conns.src.is_none() {
+        conns.src = Some(load.source.connect().await?);
+    }
+    if conns.dst.is_none() {
+        conns.dst = Some(load.target.connect().await?);
+    }
+    let (Some(src), Some(dst)) = (conns.src.as_mut(), conns.dst.as_mut()) else {
+        unreachable!("connections were just opened")
+    };
+    let _ = t.progress.started_ms.compare_exchange(
+        0,
+        crate::state::now_ms(),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+
+    dst.query_drop("START TRANSACTION")
+        .await
+        .map_err(load.target.query_err("starting a transaction"))?;
+    if let Some(reset) = &t.reset_sql {
+        dst.query_drop(reset)
+            .await
+            .map_err(load.target.query_err(format!("emptying {}", t.id)))?;
+    }
+
+    let (tx, rx) = mpsc::channel::<Msg>(2);
+    let reader = read_chunk(load, src, task, packet, tx);
+    let writer = write_batches(load, dst, t, rx);
+    let (rows, _) = tokio::try_join!(reader, writer)?;
+
+    dst.query_drop("COMMIT")
+        .await
+        .map_err(load.target.query_err(format!("committing a chunk of {}", t.id)))?;
+    let store = load.store.clone();
+    let (job, id, index) = (load.job.name.clone(), t.id.clone(), task.index);
+    let table_done = tokio::task::spawn_blocking(move || store.chunk_done(&job, &id, index, rows))
+        .await
+        .map_err(|e| StateError::Io {
+            dir: String::new(),
+            source: std::io::Error::other(e),
+        })??;
+    t.progress.chunks_done.fetch_add(1, Ordering::Relaxed);
+    if table_done {
+        t.progress.done.store(true, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Streams the chunk's rows into INSERT statements of at most `packet`
+/// bytes (less headroom) and sends them to the writer.
+async fn read_chunk(
+    load: &Load<'_>,
+    src: &mut Conn,
+    task: &Task,
+    packet: usize,
+    tx: mpsc::Sender<Msg>,
+) -> Result<u64> {
+    let t = &task.table;
+    let limit = packet.saturating_sub(16 << 10).max(4 << 10);
+    let batch_target = limit.min(1 << 20);
+    let (query, params) = if t.key_columns.is_empty() {
+        (t.select.clone(), Vec::new())
+    } else {
+        let (cond, params) =
+            range_condition(&t.key_columns, task.chunk.lower.as_ref(), task.chunk.upper.as_ref());
+        (t.select.replacen("{}", &cond, 1), params)
+    };
+    let mut result = src
+        .exec_iter(query, Params::Positional(params))
+        .await
+        .map_err(load.source.query_err(format!("reading {}", t.id)))?;
+
+    let mut buf: Vec<u8> = Vec::with_capacity(batch_target + (64 << 10));
+    let mut in_batch = 0u64;
+    let mut total = 0u64;
+    let mut since_commit = 0u64;
+    let keyless = t.key_columns.is_empty();
+    let mut row_start;
+    loop {
+        let row = result
+            .next()
+            .await
+            .map_err(load.source.query_err(format!("reading {}", t.id)))?;
+        let Some(row) = row else { break };
+        if in_batch == 0 {
+            buf.clear();
+            buf.extend_from_slice(&t.insert_prefix);
+        } else {
+            buf.push(b',');
+        }
+        row_start = buf.len();
+        buf.push(b'(');
+        let values = row.unwrap();
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            sql::push_literal(&mut buf, v, t.kinds[i]);
+        }
+        buf.push(b')');
+        in_batch += 1;
+        total += 1;
+        if buf.len() > limit {
+            let row_len = buf.len() - row_start + t.insert_prefix.len();
+            if row_len > limit {
+                return Err(FullError::RowTooLarge {
+                    table: t.id.clone(),
+                    size: row_len,
+                    limit: packet,
+                    suggest: (row_len * 2).next_power_of_two(),
+                });
+            }
+            // Send what came before this row; it starts the next statement.
+            let row_bytes = buf[row_start..].to_vec();
+            buf.truncate(row_start - 1);
+            send(load, &tx, std::mem::take(&mut buf), in_batch - 1).await?;
+            buf.extend_from_slice(&t.insert_prefix);
+            buf.extend_from_slice(&row_bytes);
+            in_batch = 1;
+        }
+        if buf.len() >= batch_target {
+            send(load, &tx, std::mem::take(&mut buf), in_batch).await?;
+            buf.reserve(batch_target + (64 << 10));
+            since_commit += in_batch;
+            in_batch = 0;
+            if keyless && since_commit >= load.job.full.chunk_rows {
+                tx.send(Msg::Commit).await.map_err(|_| FullError::Cancelled)?;
+                since_commit = 0;
+            }
+        }
+    }
+    if in_batch > 0 {
+        send(load, &tx, buf, in_batch).await?;
+    }
+    Ok(total)
+}
+
+async fn send(load: &Load<'_>, tx: &mpsc::Sender<Msg>, stmt: Vec<u8>, rows: u64) -> Result<()> {
+    if load.cancel.is_cancelled() {
+        return Err(FullError::Cancelled);
+    }
+    load.limit.acquire(rows).await;
+    // A closed channel means the writer failed; its error is the one to report.
+    tx.send(Msg::Rows(stmt, rows))
+        .await
+        .map_err(|_| FullError::Cancelled)
+}
+
+async fn write_batches(load: &Load<'_>, dst: &mut Conn, t: &TableCopy, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Rows(stmt, rows) => {
+                dst.query_drop(stmt)
+                    .await
+                    .map_err(load.target.query_err(format!("writing {}", t.id)))?;
+                t.progress.rows_done.fetch_add(rows, Ordering::Relaxed);
+            }
+            Msg::Commit => {
+                dst.query_drop("COMMIT")
+                    .await
+                    .map_err(load.target.query_err(format!("committing {}", t.id)))?;
+                dst.query_drop("START TRANSACTION")
+                    .await
+                    .map_err(load.target.query_err("starting a transaction"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_ranges() {
+        let cols = vec!["a".to_string(), "b".to_string()];
+        let lo = vec![KeyValue::Int(1), KeyValue::Int(2)];
+        let hi = vec![KeyValue::Int(5), KeyValue::Int(6)];
+        let (sql, params) = range_condition(&cols, Some(&lo), Some(&hi));
+        assert_eq!(
+            sql,
+            "((`a` > ?) OR (`a` = ? AND `b` > ?)) AND \
+             ((`a` < ?) OR (`a` = ? AND `b` < ?) OR (`a` = ? AND `b` = ?))"
+        );
+        assert_eq!(
+            params,
+            vec![
+                Value::Int(1),
+                Value::Int(1),
+                Value::Int(2),
+                Value::Int(5),
+                Value::Int(5),
+                Value::Int(6),
+                Value::Int(5),
+                Value::Int(6)
+            ]
+        );
+        let (sql, params) = range_condition(&cols[..1], None, None);
+        assert_eq!((sql.as_str(), params.len()), ("1", 0));
+    }
+
+    #[tokio::test]
+    async fn rate_limit_spaces_batches() {
+        let r = RateLimit::new(1000);
+        let start = Instant::now();
+        for _ in 0..5 {
+            r.acquire(500).await;
+        }
+        // 2500 rows at 1000/s with one second of burst: at least 1.5 s.
+        assert!(start.elapsed() >= Duration::from_millis(1400), "{:?}", start.elapsed());
+        r.set(0);
+        let start = Instant::now();
+        r.acquire(1_000_000).await;
+        assert!(start.elapsed() < Duration::from_millis(100));
+    }
+}

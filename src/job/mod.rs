@@ -1,0 +1,296 @@
+//! Job definitions: the validated form of a job file.
+//!
+//! A job file is parsed into [`raw`] shapes (TOML with spans) and then
+//! validated into a [`JobSpec`]. A `JobSpec` never holds a secret, only where
+//! to read it, so it can be stored in the state file and logged.
+
+mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::parse_job;
+
+/// What a job does; see DESIGN.md §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Full,
+    Sync,
+    Migrate,
+    Subscribe,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Sync => "sync",
+            Mode::Migrate => "migrate",
+            Mode::Subscribe => "subscribe",
+        }
+    }
+
+    /// Modes that read the binlog and so need it configured for CDC.
+    pub fn needs_binlog(self) -> bool {
+        !matches!(self, Mode::Full)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub mode: Mode,
+    pub source: Endpoint,
+    pub target: Option<Endpoint>,
+    pub select: Vec<Selection>,
+    pub full: FullOptions,
+    pub cdc: CdcOptions,
+    pub verify: VerifyOptions,
+    pub sink: Option<SinkSpec>,
+    pub alerts: Alerts,
+}
+
+impl JobSpec {
+    /// Whether `other` moves the same data the same way, so a run of it may
+    /// resume this one's progress: only tunables (threads, rate, verify
+    /// schedule, alerts, passwords' sources) may differ.
+    pub fn same_data_as(&self, other: &JobSpec) -> bool {
+        let ends = |a: &Endpoint, b: &Endpoint| a.host == b.host && a.port == b.port;
+        self.name == other.name
+            && self.mode == other.mode
+            && ends(&self.source, &other.source)
+            && match (&self.target, &other.target) {
+                (Some(a), Some(b)) => ends(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && self.select == other.select
+            && self.full.chunk_rows == other.full.chunk_rows
+            && self.full.existing_rows == other.full.existing_rows
+            && self.sink == other.sink
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: PasswordSource,
+    pub server_id: Option<u32>,
+    pub tls: Tls,
+    pub ca: Option<PathBuf>,
+}
+
+impl Endpoint {
+    /// `user@host:port`, for messages; never includes the password.
+    pub fn display(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// Where a password comes from. The password itself is read only when a
+/// connection is opened and is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PasswordSource {
+    None,
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    Disabled,
+    Prefer,
+    Required,
+    Verify,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    pub database: String,
+    /// Globs; `None` selects every table (and the database's routines).
+    pub tables: Option<Vec<String>>,
+    pub exclude: Vec<String>,
+    /// Target database name.
+    pub target_database: String,
+}
+
+impl Selection {
+    /// Whether `table` (a table or view name) is selected.
+    pub fn matches(&self, table: &str) -> bool {
+        let included = match &self.tables {
+            None => true,
+            Some(globs) => globs.iter().any(|g| glob_match(g, table)),
+        };
+        included && !self.exclude.iter().any(|g| glob_match(g, table))
+    }
+}
+
+fn glob_match(glob: &str, name: &str) -> bool {
+    // Patterns were checked at validation, so a build failure cannot happen;
+    // treat it as "no match" rather than panicking.
+    globset::Glob::new(glob)
+        .map(|g| g.compile_matcher().is_match(name))
+        .unwrap_or(false)
+}
+
+/// What to do when a target table already holds rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExistingRows {
+    /// Precheck fails on a non-empty target table.
+    Error,
+    /// Rows with the same key are replaced by the source's (`REPLACE`).
+    Overwrite,
+    /// Rows with the same key keep the target's version (`INSERT IGNORE`).
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullOptions {
+    pub threads: usize,
+    pub chunk_rows: u64,
+    pub rows_per_sec: u64,
+    pub existing_rows: ExistingRows,
+}
+
+impl Default for FullOptions {
+    fn default() -> Self {
+        FullOptions {
+            threads: 4,
+            chunk_rows: 10_000,
+            rows_per_sec: 0,
+            existing_rows: ExistingRows::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CdcStart {
+    Auto,
+    Now,
+    FilePos { file: String, pos: u64 },
+    Gtid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DdlPolicy {
+    Apply,
+    Skip,
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdcOptions {
+    pub start: CdcStart,
+    pub ddl: DdlPolicy,
+    pub threads: usize,
+    pub retry_for: Duration,
+}
+
+impl Default for CdcOptions {
+    fn default() -> Self {
+        CdcOptions {
+            start: CdcStart::Auto,
+            ddl: DdlPolicy::Apply,
+            threads: 1,
+            retry_for: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyLevel {
+    None,
+    Count,
+    Checksum,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyOptions {
+    pub after_full: VerifyLevel,
+    pub every: Option<Duration>,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            after_full: VerifyLevel::None,
+            every: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SinkSpec {
+    Jsonl { path: String },
+    Nats { url: String, subject: String },
+    Kafka { url: String, topic: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Alerts {
+    pub lag: Option<Duration>,
+}
+
+/// A job file path or directory given on the command line, expanded.
+pub fn job_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Reads and validates one job file.
+pub fn load_job(path: &Path) -> Result<JobSpec, JobError> {
+    let text = std::fs::read_to_string(path).map_err(|e| JobError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message: format!("cannot read the job file: {e}"),
+    })?;
+    parse_job(&path.display().to_string(), &text)
+}
+
+/// A job file error, pointing at the file, line, column and field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct JobError {
+    pub file: String,
+    /// 1-based; 0 when the error is not about a place in the file.
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": field `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}

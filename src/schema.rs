@@ -1,0 +1,278 @@
+//! Schema copy: databases and tables first (foreign keys are kept but not
+//! checked while loading, so load order does not matter), then views and
+//! routines; triggers last, after the data, so they never fire on copied rows.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row};
+
+use crate::catalog::Catalog;
+use crate::db::{quote_ident, qualified, Connector, DbError};
+use crate::job::JobSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("cannot create {what} on the target: {source}\n  statement: {statement}")]
+    Create {
+        what: String,
+        statement: String,
+        source: mysql_async::Error,
+    },
+    #[error("source: SHOW CREATE for {what} returned no definition; grant the user access to it")]
+    NoDefinition { what: String },
+}
+
+impl SchemaError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SchemaError::Db(e) if e.is_retryable())
+    }
+}
+
+/// Rewrites references to renamed databases (`src`. → `dst`.) in a
+/// definition. Only backquoted, qualified names are rewritten, which is how
+/// the server prints them.
+fn rename_refs(job: &JobSpec, sql: &str) -> String {
+    let mut out = sql.to_string();
+    for s in job.select.iter().filter(|s| s.database != s.target_database) {
+        out = out.replace(
+            &format!("{}.", quote_ident(&s.database)),
+            &format!("{}.", quote_ident(&s.target_database)),
+        );
+    }
+    out
+}
+
+/// Removes `DEFINER=user@host` so the object belongs to Ferry's target user,
+/// who may be the only one that exists there.
+fn strip_definer(sql: &str) -> String {
+    let Some(start) = sql.find("DEFINER=") else {
+        return sql.to_string();
+    };
+    let rest = &sql[start + "DEFINER=".len()..];
+    let mut chars = rest.char_indices().peekable();
+    let mut in_quote = false;
+    let mut end = rest.len();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '`' if in_quote && chars.peek().map(|p| p.1) == Some('`') => {
+                chars.next();
+            }
+            '`' | '\'' => in_quote = !in_quote,
+            c if c.is_whitespace() && !in_quote => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let tail = rest[end..].trim_start();
+    format!("{}{}", &sql[..start], tail)
+}
+
+fn text(row: &Row, i: usize) -> Option<String> {
+    row.get_opt::<Option<Vec<u8>>, _>(i)
+        .and_then(|r| r.ok())
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+async fn exec(conn: &mut Conn, what: &str, statement: String) -> Result<(), SchemaError> {
+    conn.query_drop(&statement)
+        .await
+        .map_err(|source| SchemaError::Create {
+            what: what.to_string(),
+            statement: truncate(&statement, 400),
+            source,
+        })
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Creates the target databases and tables (if absent), then views and
+/// routines. Idempotent: a restarted job runs it again safely.
+pub async fn copy_schema(
+    job: &JobSpec,
+    cat: &Catalog,
+    source: &Connector,
+    target: &Connector,
+) -> Result<(), SchemaError> {
+    let mut src = source.connect().await?;
+    let mut dst = target.connect().await?;
+
+    for sel in &job.select {
+        if cat.missing_databases.contains(&sel.database) {
+            continue;
+        }
+        let cs: Option<(String, String)> = src
+            .exec_first(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME \
+                 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                (&sel.database,),
+            )
+            .await
+            .map_err(source.query_err("reading database charset"))?;
+        let (charset, collation) = cs.unwrap_or_else(|| ("utf8mb4".into(), "utf8mb4_general_ci".into()));
+        exec(
+            &mut dst,
+            &format!("database {}", sel.target_database),
+            format!(
+                "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET {charset} COLLATE {collation}",
+                quote_ident(&sel.target_database)
+            ),
+        )
+        .await?;
+    }
+
+    for t in &cat.tables {
+        let row: Option<Row> = src
+            .query_first(format!("SHOW CREATE TABLE {}", qualified(&t.db, &t.name)))
+            .await
+            .map_err(source.query_err(format!("SHOW CREATE TABLE {}", t.id())))?;
+        let ddl = row.as_ref().and_then(|r| text(r, 1)).ok_or_else(|| SchemaError::NoDefinition {
+            what: format!("table {}", t.id()),
+        })?;
+        let prefix = format!("CREATE TABLE {}", quote_ident(&t.name));
+        let body = ddl.strip_prefix(&prefix).unwrap_or(&ddl);
+        let statement = format!(
+            "CREATE TABLE IF NOT EXISTS {}{}",
+            qualified(&t.target_db, &t.name),
+            rename_refs(job, body)
+        );
+        exec(&mut dst, &format!("table {}.{}", t.target_db, t.name), statement).await?;
+    }
+
+    // Views may use other views: create in rounds until none is left or a
+    // round makes no progress (then the first error is the real one).
+    let mut pending: Vec<(String, String, String)> = Vec::new();
+    for v in &cat.views {
+        let row: Option<Row> = src
+            .query_first(format!("SHOW CREATE VIEW {}", qualified(&v.db, &v.name)))
+            .await
+            .map_err(source.query_err(format!("SHOW CREATE VIEW {}.{}", v.db, v.name)))?;
+        let ddl = row.as_ref().and_then(|r| text(r, 1)).ok_or_else(|| SchemaError::NoDefinition {
+            what: format!("view {}.{}", v.db, v.name),
+        })?;
+        let ddl = rename_refs(job, &strip_definer(&ddl));
+        let ddl = match ddl.strip_prefix("CREATE ") {
+            Some(rest) => format!("CREATE OR REPLACE {rest}"),
+            None => ddl,
+        };
+        pending.push((v.target_db.clone(), format!("view {}.{}", v.target_db, v.name), ddl));
+    }
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut first_err = None;
+        let before = pending.len();
+        for (db, what, ddl) in pending {
+            dst.query_drop(format!("USE {}", quote_ident(&db)))
+                .await
+                .map_err(target.query_err(format!("USE {db}")))?;
+            if let Err(e) = exec(&mut dst, &what, ddl.clone()).await {
+                first_err.get_or_insert(e);
+                failed.push((db, what, ddl));
+            }
+        }
+        if failed.len() == before {
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        pending = failed;
+    }
+
+    for r in &cat.routines {
+        let row: Option<Row> = src
+            .query_first(format!("SHOW CREATE {} {}", r.kind, qualified(&r.db, &r.name)))
+            .await
+            .map_err(source.query_err(format!("SHOW CREATE {} {}.{}", r.kind, r.db, r.name)))?;
+        let what = format!("{} {}.{}", r.kind.to_lowercase(), r.target_db, r.name);
+        let sql_mode = row.as_ref().and_then(|r| text(r, 1)).unwrap_or_default();
+        let ddl = row
+            .as_ref()
+            .and_then(|r| text(r, 2))
+            .ok_or_else(|| SchemaError::NoDefinition { what: what.clone() })?;
+        let drop = format!("DROP {} IF EXISTS {}", r.kind, qualified(&r.target_db, &r.name));
+        let create = rename_refs(job, &strip_definer(&ddl));
+        replace_object(&mut dst, target, &r.target_db, &sql_mode, &what, drop, create).await?;
+    }
+    let _ = src.disconnect().await;
+    let _ = dst.disconnect().await;
+    Ok(())
+}
+
+/// Creates the selected triggers on the target (after the data).
+pub async fn copy_triggers(
+    job: &JobSpec,
+    cat: &Catalog,
+    source: &Connector,
+    target: &Connector,
+) -> Result<(), SchemaError> {
+    if cat.triggers.is_empty() {
+        return Ok(());
+    }
+    let mut src = source.connect().await?;
+    let mut dst = target.connect().await?;
+    for t in &cat.triggers {
+        let row: Option<Row> = src
+            .query_first(format!("SHOW CREATE TRIGGER {}", qualified(&t.db, &t.name)))
+            .await
+            .map_err(source.query_err(format!("SHOW CREATE TRIGGER {}.{}", t.db, t.name)))?;
+        let what = format!("trigger {}.{}", t.target_db, t.name);
+        let sql_mode = row.as_ref().and_then(|r| text(r, 1)).unwrap_or_default();
+        let ddl = row
+            .as_ref()
+            .and_then(|r| text(r, 2))
+            .ok_or_else(|| SchemaError::NoDefinition { what: what.clone() })?;
+        let drop = format!("DROP TRIGGER IF EXISTS {}", qualified(&t.target_db, &t.name));
+        let create = rename_refs(job, &strip_definer(&ddl));
+        replace_object(&mut dst, target, &t.target_db, &sql_mode, &what, drop, create).await?;
+    }
+    let _ = src.disconnect().await;
+    let _ = dst.disconnect().await;
+    Ok(())
+}
+
+/// Drops and creates a routine or trigger in database `db`, under the
+/// sql_mode the source stored with it (the session is not reused after).
+async fn replace_object(
+    dst: &mut Conn,
+    target: &Connector,
+    db: &str,
+    sql_mode: &str,
+    what: &str,
+    drop: String,
+    create: String,
+) -> Result<(), SchemaError> {
+    dst.query_drop(format!("USE {}", quote_ident(db)))
+        .await
+        .map_err(target.query_err(format!("USE {db}")))?;
+    dst.exec_drop("SET SESSION sql_mode = ?", (sql_mode,))
+        .await
+        .map_err(target.query_err("setting sql_mode"))?;
+    exec(dst, what, drop).await?;
+    exec(dst, what, create).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definer_is_stripped() {
+        assert_eq!(
+            strip_definer("CREATE ALGORITHM=UNDEFINED DEFINER=`root`@`localhost` SQL SECURITY DEFINER VIEW `v` AS select 1"),
+            "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v` AS select 1"
+        );
+        assert_eq!(
+            strip_definer("CREATE DEFINER=`a b`@`%` TRIGGER t"),
+            "CREATE TRIGGER t"
+        );
+        assert_eq!(strip_definer("CREATE VIEW v AS select 1"), "CREATE VIEW v AS select 1");
+    }
+}

@@ -1,0 +1,167 @@
+//! SQL literals that reproduce a value exactly on the target.
+//!
+//! Values come from the binary protocol, so integers and floats arrive as
+//! numbers, DECIMAL as exact text, dates and times as parts, and strings as
+//! bytes. The target session runs with Ferry's sql_mode (backslash escapes
+//! on, zero dates allowed) and `time_zone = '+00:00'`.
+
+use std::io::Write;
+
+use mysql_async::Value;
+
+use crate::catalog::ColumnKind;
+
+/// Appends `v` as a literal for a column of `kind`.
+pub fn push_literal(buf: &mut Vec<u8>, v: &Value, kind: ColumnKind) {
+    match v {
+        Value::NULL => buf.extend_from_slice(b"NULL"),
+        Value::Int(i) => buf.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Value::UInt(u) => buf.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
+        // Through f64 so the decimal text is exact for the f32 value: the
+        // server parses it as a double and narrows it without a second rounding.
+        Value::Float(f) => push_double(buf, f64::from(*f)),
+        Value::Double(d) => push_double(buf, *d),
+        Value::Date(y, mo, d, h, mi, s, us) => {
+            let _ = write!(buf, "'{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}");
+            if *us > 0 {
+                let _ = write!(buf, ".{us:06}");
+            }
+            buf.push(b'\'');
+        }
+        Value::Time(neg, days, h, mi, s, us) => {
+            let hours = u64::from(*days) * 24 + u64::from(*h);
+            let sign = if *neg { "-" } else { "" };
+            let _ = write!(buf, "'{sign}{hours:02}:{mi:02}:{s:02}");
+            if *us > 0 {
+                let _ = write!(buf, ".{us:06}");
+            }
+            buf.push(b'\'');
+        }
+        Value::Bytes(b) => match kind {
+            ColumnKind::Decimal | ColumnKind::Plain if is_numeric_text(b) => {
+                buf.extend_from_slice(b)
+            }
+            ColumnKind::Binary => push_hex(buf, b),
+            ColumnKind::Json => {
+                buf.extend_from_slice(b"_utf8mb4");
+                push_quoted(buf, b);
+            }
+            _ => push_quoted(buf, b),
+        },
+    }
+}
+
+fn push_double(buf: &mut Vec<u8>, d: f64) {
+    // `{:e}` prints the shortest text that parses back to the same double.
+    let _ = write!(buf, "{d:e}");
+}
+
+fn is_numeric_text(b: &[u8]) -> bool {
+    !b.is_empty()
+        && b
+            .iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+}
+
+/// `X'..'` (an empty value is `''`, which a hex literal cannot express).
+pub fn push_hex(buf: &mut Vec<u8>, b: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if b.is_empty() {
+        buf.extend_from_slice(b"''");
+        return;
+    }
+    buf.reserve(b.len() * 2 + 3);
+    buf.extend_from_slice(b"X'");
+    for &c in b {
+        buf.push(HEX[(c >> 4) as usize]);
+        buf.push(HEX[(c & 15) as usize]);
+    }
+    buf.push(b'\'');
+}
+
+/// A single-quoted string with MySQL's backslash escapes.
+pub fn push_quoted(buf: &mut Vec<u8>, b: &[u8]) {
+    buf.reserve(b.len() + 2);
+    buf.push(b'\'');
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &[u8] = match c {
+            0 => b"\\0",
+            b'\'' => b"\\'",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            0x1a => b"\\Z",
+            _ => continue,
+        };
+        buf.extend_from_slice(&b[start..i]);
+        buf.extend_from_slice(esc);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&b[start..]);
+    buf.push(b'\'');
+}
+
+/// The bytes a literal for `v` takes, without building it (for batching).
+pub fn literal_len(v: &Value) -> usize {
+    match v {
+        Value::Bytes(b) => b.len() * 2 + 12,
+        _ => 32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(v: Value, kind: ColumnKind) -> String {
+        let mut b = Vec::new();
+        push_literal(&mut b, &v, kind);
+        String::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(lit(Value::NULL, ColumnKind::Text), "NULL");
+        assert_eq!(lit(Value::Int(i64::MIN), ColumnKind::Plain), "-9223372036854775808");
+        assert_eq!(lit(Value::UInt(u64::MAX), ColumnKind::Plain), "18446744073709551615");
+        assert_eq!(
+            lit(Value::Bytes(b"-12.500".to_vec()), ColumnKind::Decimal),
+            "-12.500"
+        );
+        assert_eq!(
+            lit(Value::Bytes(b"a'b\\c\0\n".to_vec()), ColumnKind::Text),
+            r"'a\'b\\c\0\n'"
+        );
+        assert_eq!(lit(Value::Bytes(vec![0, 255]), ColumnKind::Binary), "X'00FF'");
+        assert_eq!(lit(Value::Bytes(vec![]), ColumnKind::Binary), "''");
+        assert_eq!(
+            lit(Value::Date(0, 0, 0, 0, 0, 0, 0), ColumnKind::Plain),
+            "'0000-00-00 00:00:00'"
+        );
+        assert_eq!(
+            lit(Value::Date(2024, 2, 29, 23, 59, 59, 5), ColumnKind::Plain),
+            "'2024-02-29 23:59:59.000005'"
+        );
+        assert_eq!(
+            lit(Value::Time(true, 34, 22, 59, 59, 0), ColumnKind::Plain),
+            "'-838:59:59'"
+        );
+        assert_eq!(
+            lit(Value::Bytes(b"{\"a\":1}".to_vec()), ColumnKind::Json),
+            "_utf8mb4'{\"a\":1}'"
+        );
+    }
+
+    #[test]
+    fn floats_print_exactly() {
+        for f in [f32::MAX, f32::MIN_POSITIVE, 0.1f32, -3.25f32] {
+            let s = lit(Value::Float(f), ColumnKind::Plain);
+            assert_eq!(s.parse::<f64>().unwrap() as f32, f, "{s}");
+        }
+        for d in [f64::MAX, f64::MIN_POSITIVE, 0.1, 1e-300] {
+            let s = lit(Value::Double(d), ColumnKind::Plain);
+            assert_eq!(s.parse::<f64>().unwrap(), d, "{s}");
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The state store: one redb file per state dir, owned by one process.
+//!
+//! Every table name carries a version (`"jobs-1"`); values are postcard bytes
+//! decoded here, with errors rather than panics. The `meta-1` table holds the
+//! file's format version, and a file written by a newer Ferry is refused.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::job::JobSpec;
+
+/// Format of the state file this build writes. Bump it with a migration.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `"format_version"` → u32 little-endian.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+/// job name → postcard [`JobRecord`].
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs-1");
+/// (job, `db.table`) → postcard [`TablePlan`].
+const FULL_TABLES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("full-tables-1");
+/// (job, `db.table`, chunk number) → postcard [`Chunk`].
+const FULL_CHUNKS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("full-chunks-1");
+/// job name → postcard [`Checkpoint`].
+const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints-1");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state dir {dir}: {source}")]
+    Io { dir: String, source: std::io::Error },
+    #[error(
+        "state dir {dir} is in use by another ferry runner{}; \
+         stop it first, or use another --state",
+        .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: String, pid: Option<String> },
+    #[error(
+        "state file {path} has format version {found}, newer than this ferry \
+         understands ({supported}); use a newer ferry"
+    )]
+    NewerFormat {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("state file: {0}")]
+    Db(#[from] redb::Error),
+    #[error("state file: cannot decode {table} entry {key}: {source}")]
+    Decode {
+        table: &'static str,
+        key: String,
+        source: postcard::Error,
+    },
+    #[error("state file: cannot encode a value: {0}")]
+    Encode(postcard::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StateError {
+            fn from(e: $t) -> Self { StateError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Prechecking,
+    PrecheckFailed,
+    Schema,
+    FullLoad,
+    CatchingUp,
+    Syncing,
+    Paused,
+    Verifying,
+    Retrying,
+    Failed,
+    Done,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Prechecking => "prechecking",
+            JobState::PrecheckFailed => "precheck_failed",
+            JobState::Schema => "schema",
+            JobState::FullLoad => "full_load",
+            JobState::CatchingUp => "catching_up",
+            JobState::Syncing => "syncing",
+            JobState::Paused => "paused",
+            JobState::Verifying => "verifying",
+            JobState::Retrying => "retrying",
+            JobState::Failed => "failed",
+            JobState::Done => "done",
+        }
+    }
+}
+
+/// A job as the state remembers it: its definition (no secrets) and state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// Unix milliseconds of the last state change.
+    pub since_ms: u64,
+    pub reason: Option<String>,
+    /// Schema copied (tables, views, routines) for this job.
+    pub schema_done: bool,
+}
+
+/// A table's full-load plan: how many chunks, and whether it is finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TablePlan {
+    pub chunks: u32,
+    /// Chunked along no key: copied as one stream, restarted whole.
+    pub keyless: bool,
+    pub rows_estimate: u64,
+    pub done: bool,
+}
+
+/// One key value of a chunk boundary, as it came from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KeyValue {
+    Null,
+    Int(i64),
+    UInt(u64),
+    Float(f32),
+    Double(f64),
+    Bytes(Vec<u8>),
+    /// year, month, day, hour, minute, second, microsecond
+    Date(u16, u8, u8, u8, u8, u8, u32),
+    /// negative, days, hours, minutes, seconds, microseconds
+    Time(bool, u32, u8, u8, u8, u32),
+}
+
+impl From<mysql_async::Value> for KeyValue {
+    fn from(v: mysql_async::Value) -> Self {
+        use mysql_async::Value as V;
+        match v {
+            V::NULL => KeyValue::Null,
+            V::Int(i) => KeyValue::Int(i),
+            V::UInt(u) => KeyValue::UInt(u),
+            V::Float(f) => KeyValue::Float(f),
+            V::Double(d) => KeyValue::Double(d),
+            V::Bytes(b) => KeyValue::Bytes(b),
+            V::Date(y, mo, d, h, mi, s, us) => KeyValue::Date(y, mo, d, h, mi, s, us),
+            V::Time(n, d, h, m, s, us) => KeyValue::Time(n, d, h, m, s, us),
+        }
+    }
+}
+
+impl From<&KeyValue> for mysql_async::Value {
+    fn from(v: &KeyValue) -> Self {
+        use mysql_async::Value as V;
+        match v.clone() {
+            KeyValue::Null => V::NULL,
+            KeyValue::Int(i) => V::Int(i),
+            KeyValue::UInt(u) => V::UInt(u),
+            KeyValue::Float(f) => V::Float(f),
+            KeyValue::Double(d) => V::Double(d),
+            KeyValue::Bytes(b) => V::Bytes(b),
+            KeyValue::Date(y, mo, d, h, mi, s, us) => V::Date(y, mo, d, h, mi, s, us),
+            KeyValue::Time(n, d, h, m, s, us) => V::Time(n, d, h, m, s, us),
+        }
+    }
+}
+
+/// A key range of a table: lower bound exclusive, upper bound inclusive;
+/// `None` is open-ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub lower: Option<Vec<KeyValue>>,
+    pub upper: Option<Vec<KeyValue>>,
+    /// Committed on the target (and so never copied again).
+    pub done: bool,
+    /// Rows copied, once done.
+    pub rows: u64,
+}
+
+/// A binlog position: where CDC resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Position {
+    FilePos { file: String, pos: u64 },
+    MariaGtid(String),
+    MysqlGtid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub position: Position,
+    pub gtid: Option<String>,
+    pub unix_ms: u64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The open state dir: the redb file plus the lock that makes this process
+/// its only owner.
+pub struct Store {
+    db: Database,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Store {
+    /// Opens (creating if needed) the state in `dir`, taking its lock.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let io = |source| StateError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir.join("logs")).map_err(io)?;
+        let lock_path = dir.join("ferry.lock");
+        let mut lock = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty());
+                return Err(StateError::Locked {
+                    dir: dir.display().to_string(),
+                    pid,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        lock.set_len(0).map_err(io)?;
+        writeln!(lock, "{}", std::process::id()).map_err(io)?;
+
+        let path = dir.join("ferry.redb");
+        let db = Database::create(&path)?;
+        let store = Store {
+            db,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        };
+        store.init(&path)?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the tables and checks or writes the format version.
+    fn init(&self, path: &Path) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get("format_version")?.map(|v| {
+                let b = v.value();
+                let mut le = [0u8; 4];
+                le[..b.len().min(4)].copy_from_slice(&b[..b.len().min(4)]);
+                u32::from_le_bytes(le)
+            });
+            match found {
+                Some(v) if v > FORMAT_VERSION => {
+                    return Err(StateError::NewerFormat {
+                        path: path.display().to_string(),
+                        found: v,
+                        supported: FORMAT_VERSION,
+                    })
+                }
+                Some(_) => {} // older formats get their migrations here
+                None => {
+                    meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())?;
+                }
+            }
+            tx.open_table(JOBS)?;
+            tx.open_table(FULL_TABLES)?;
+            tx.open_table(FULL_CHUNKS)?;
+            tx.open_table(CHECKPOINTS)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn job(&self, name: &str) -> Result<Option<JobRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(JOBS)?;
+        t.get(name)?
+            .map(|v| decode("jobs-1", name, v.value()))
+            .transpose()
+    }
+
+    pub fn jobs(&self) -> Result<Vec<JobRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push(decode("jobs-1", k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn put_job(&self, job: &JobRecord) -> Result<()> {
+        let bytes = encode(job)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(JOBS)?.insert(job.spec.name.as_str(), bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves a job to `state`, recording when and why.
+    pub fn set_job_state(&self, name: &str, state: JobState, reason: Option<String>) -> Result<()> {
+        self.update_job(name, |j| {
+            j.state = state;
+            j.since_ms = now_ms();
+            j.reason = reason;
+        })
+    }
+
+    pub fn update_job(&self, name: &str, f: impl FnOnce(&mut JobRecord)) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(JOBS)?;
+            let current = t.get(name)?.map(|v| v.value().to_vec());
+            if let Some(bytes) = current {
+                let mut job: JobRecord = decode("jobs-1", name, &bytes)?;
+                f(&mut job);
+                t.insert(name, encode(&job)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a job's full-load progress (plans and chunks).
+    pub fn clear_full_load(&self, job: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut tables = tx.open_table(FULL_TABLES)?;
+            let keys: Vec<String> = tables
+                .range((job, "")..)?
+                .map_while(|e| e.ok())
+                .take_while(|(k, _)| k.value().0 == job)
+                .map(|(k, _)| k.value().1.to_string())
+                .collect();
+            for t in &keys {
+                tables.remove((job, t.as_str()))?;
+            }
+            let mut chunks = tx.open_table(FULL_CHUNKS)?;
+            chunks.retain(|(j, _, _), _| j != job)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn table_plan(&self, job: &str, table: &str) -> Result<Option<TablePlan>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FULL_TABLES)?;
+        t.get((job, table))?
+            .map(|v| decode("full-tables-1", table, v.value()))
+            .transpose()
+    }
+
+    /// Stores a table's plan and its chunks in one transaction.
+    pub fn put_table_plan(&self, job: &str, table: &str, plan: &TablePlan, chunks: &[Chunk]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut c = tx.open_table(FULL_CHUNKS)?;
+            c.retain(|(j, t, _), _| !(j == job && t == table))?;
+            for (i, chunk) in chunks.iter().enumerate() {
+                c.insert((job, table, i as u32), encode(chunk)?.as_slice())?;
+            }
+            tx.open_table(FULL_TABLES)?
+                .insert((job, table), encode(plan)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn chunks(&self, job: &str, table: &str) -> Result<Vec<Chunk>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FULL_CHUNKS)?;
+        let mut out = Vec::new();
+        for entry in t.range((job, table, 0)..=(job, table, u32::MAX))? {
+            let (k, v) = entry?;
+            out.push(decode("full-chunks-1", &format!("{table}#{}", k.value().2), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Records that chunk `index` of `table` is committed on the target;
+    /// marks the table done when it was the last one.
+    pub fn chunk_done(&self, job: &str, table: &str, index: u32, rows: u64) -> Result<bool> {
+        let tx = self.db.begin_write()?;
+        let table_done;
+        {
+            let mut c = tx.open_table(FULL_CHUNKS)?;
+            let key = format!("{table}#{index}");
+            let current = c.get((job, table, index))?.map(|v| v.value().to_vec());
+            let Some(bytes) = current else {
+                return Ok(false);
+            };
+            let mut chunk: Chunk = decode("full-chunks-1", &key, &bytes)?;
+            chunk.done = true;
+            chunk.rows = rows;
+            c.insert((job, table, index), encode(&chunk)?.as_slice())?;
+            let mut all_done = true;
+            for entry in c.range((job, table, 0)..=(job, table, u32::MAX))? {
+                let (k, v) = entry?;
+                let ch: Chunk = decode("full-chunks-1", &format!("{table}#{}", k.value().2), v.value())?;
+                if !ch.done {
+                    all_done = false;
+                    break;
+                }
+            }
+            table_done = all_done;
+            if all_done {
+                let mut t = tx.open_table(FULL_TABLES)?;
+                let plan = t.get((job, table))?.map(|v| v.value().to_vec());
+                if let Some(bytes) = plan {
+                    let mut plan: TablePlan = decode("full-tables-1", table, &bytes)?;
+                    plan.done = true;
+                    t.insert((job, table), encode(&plan)?.as_slice())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(table_done)
+    }
+
+    pub fn checkpoint(&self, job: &str) -> Result<Option<Checkpoint>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CHECKPOINTS)?;
+        t.get(job)?
+            .map(|v| decode("checkpoints-1", job, v.value()))
+            .transpose()
+    }
+
+    pub fn put_checkpoint(&self, job: &str, cp: &Checkpoint) -> Result<()> {
+        let bytes = encode(cp)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(CHECKPOINTS)?.insert(job, bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(StateError::Encode)
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|source| StateError::Decode {
+        table,
+        key: key.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().expect("tempdir")
+    }
+
+    #[test]
+    fn a_second_owner_is_refused() {
+        let dir = tmp();
+        let _first = Store::open(dir.path()).expect("first");
+        let second = Store::open(dir.path());
+        match second {
+            Err(StateError::Locked { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id().to_string()))
+            }
+            other => panic!("expected Locked, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        let dir = tmp();
+        {
+            let s = Store::open(dir.path()).expect("open");
+            let tx = s.db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("format_version", (FORMAT_VERSION + 1).to_le_bytes().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let e = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(e, StateError::NewerFormat { .. }), "{e}");
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn chunks_round_trip_and_finish_the_table() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).expect("open");
+        let plan = TablePlan {
+            chunks: 2,
+            keyless: false,
+            rows_estimate: 10,
+            done: false,
+        };
+        let chunks = vec![
+            Chunk {
+                lower: None,
+                upper: Some(vec![KeyValue::Int(5), KeyValue::Bytes(b"x".to_vec())]),
+                done: false,
+                rows: 0,
+            },
+            Chunk {
+                lower: Some(vec![KeyValue::Int(5), KeyValue::Bytes(b"x".to_vec())]),
+                upper: None,
+                done: false,
+                rows: 0,
+            },
+        ];
+        s.put_table_plan("j", "db.t", &plan, &chunks).unwrap();
+        s.put_table_plan("j2", "db.t", &plan, &chunks[..1]).unwrap();
+        assert_eq!(s.chunks("j", "db.t").unwrap(), chunks);
+        assert!(!s.chunk_done("j", "db.t", 1, 7).unwrap());
+        assert!(s.chunk_done("j", "db.t", 0, 3).unwrap());
+        assert!(s.table_plan("j", "db.t").unwrap().unwrap().done);
+        assert!(!s.table_plan("j2", "db.t").unwrap().unwrap().done);
+        s.clear_full_load("j").unwrap();
+        assert!(s.chunks("j", "db.t").unwrap().is_empty());
+        assert_eq!(s.chunks("j2", "db.t").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).expect("open");
+        let tx = s.db.begin_write().unwrap();
+        tx.open_table(JOBS)
+            .unwrap()
+            .insert("bad", [0xffu8, 0xff, 0xff].as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        let e = s.job("bad").unwrap_err();
+        assert!(matches!(e, StateError::Decode { .. }), "{e}");
+    }
+}
