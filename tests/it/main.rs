@@ -1,0 +1,141 @@
+//! Integration tests against real MariaDB servers (see server.rs).
+//! One binary so the servers are shared; tests keep apart by database names.
+
+mod bad_input;
+mod cases;
+mod resume;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+
+pub use server::{shared, Server, PASSWORD};
+
+/// Polls `cond` until it holds, failing the test after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh temp dir for one test (state dirs, job files).
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ferry-{name}-"))
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// A job file text with the servers' ports filled in.
+pub fn job_text(template: &str, source: &Server, target_port: u16) -> String {
+    template
+        .replace("{source_port}", &source.port.to_string())
+        .replace("{target_port}", &target_port.to_string())
+}
+
+pub fn write_job(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).expect("write job");
+    path
+}
+
+/// The ferry binary with the test password in its environment.
+pub fn ferry(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.arg("--state")
+        .arg(state)
+        .env("FERRY_SRC_PASSWORD", PASSWORD)
+        .env("FERRY_DST_PASSWORD", PASSWORD)
+        .env_remove("FERRY_STATE");
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("ferry runs")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn conn(server: &Server) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url(&server.url()).expect("url"),
+    )
+    .prefer_socket(false)
+    .init(vec!["SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
+    mysql_async::Conn::new(opts).await.expect("connect")
+}
+
+/// Every row of `db.table`, each as debug text of its values, sorted.
+async fn rows(c: &mut mysql_async::Conn, db: &str, table: &str) -> Vec<String> {
+    let q = format!("SELECT * FROM `{db}`.`{table}`");
+    let rows: Vec<mysql_async::Row> = c.exec(q, ()).await.expect("select");
+    let mut out: Vec<String> = rows
+        .into_iter()
+        .map(|r| format!("{:?}", r.unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Base tables of a database, sorted.
+async fn tables(c: &mut mysql_async::Conn, db: &str) -> Vec<String> {
+    c.exec(
+        "SELECT TABLE_NAME FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+        (db,),
+    )
+    .await
+    .expect("tables")
+}
+
+/// Asserts that `dst_db` on the target holds exactly the rows of `src_db`
+/// on the source, table by table (only `only` tables when given).
+pub fn assert_same(source: &Server, src_db: &str, target: &Server, dst_db: &str, only: Option<&[&str]>) {
+    rt().block_on(async {
+        let mut s = conn(source).await;
+        let mut t = conn(target).await;
+        let names = match only {
+            Some(list) => list.iter().map(|s| s.to_string()).collect(),
+            None => tables(&mut s, src_db).await,
+        };
+        assert!(!names.is_empty(), "no tables in {src_db}");
+        let on_target = tables(&mut t, dst_db).await;
+        for name in &names {
+            assert!(on_target.contains(name), "{dst_db}.{name} missing on the target");
+            let a = rows(&mut s, src_db, name).await;
+            let b = rows(&mut t, dst_db, name).await;
+            if a != b {
+                let missing: Vec<&String> = a.iter().filter(|r| !b.contains(r)).take(3).collect();
+                let extra: Vec<&String> = b.iter().filter(|r| !a.contains(r)).take(3).collect();
+                panic!(
+                    "{src_db}.{name} differs: {} rows on the source, {} on the target\n\
+                     missing on target: {missing:#?}\nextra on target: {extra:#?}",
+                    a.len(),
+                    b.len()
+                );
+            }
+        }
+    })
+}

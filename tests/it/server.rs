@@ -1,0 +1,216 @@
+//! Throwaway MariaDB servers for tests: each in its own temp datadir on a
+//! free port, killed (and its datadir removed) when the test process ends.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::wait_until;
+
+pub const PASSWORD: &str = "s3cret-Pa55-word";
+
+pub struct Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub pid: u32,
+}
+
+fn mariadbd() -> String {
+    which("mariadbd").unwrap_or_else(|| "/usr/sbin/mariadbd".into())
+}
+
+fn which(bin: &str) -> Option<String> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|f| f.is_file())
+            .map(|f| f.display().to_string())
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A datadir made once per test process by mariadb-install-db, copied for
+/// every server.
+fn template() -> &'static Path {
+    static T: OnceLock<PathBuf> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ferry-it-template-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let out = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--auth-root-authentication-method=normal"])
+            .arg(format!("--datadir={}", dir.display()))
+            .arg(format!("--user={user}"))
+            .output()
+            .expect("mariadb-install-db runs (is mariadb-server installed?)");
+        assert!(out.status.success(), "install-db: {}", String::from_utf8_lossy(&out.stderr));
+        watch_and_remove(None, &dir);
+        dir
+    })
+}
+
+/// Kills `pid` and removes `dir` once this test process has exited.
+fn watch_and_remove(pid: Option<u32>, dir: &Path) {
+    let me = std::process::id();
+    let kill = pid.map(|p| format!("kill -9 {p} 2>/dev/null;")).unwrap_or_default();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 0.3; done; {kill} sleep 0.5; rm -rf '{}'",
+        dir.display()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watchdog");
+}
+
+pub struct Options {
+    pub binlog: bool,
+    pub server_id: u32,
+}
+
+impl Server {
+    pub fn start(opts: Options) -> Server {
+        let template = template();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("ferry-it-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template)
+            .arg(&dir)
+            .status()
+            .expect("cp");
+        assert!(status.success());
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let mut cmd = Command::new(mariadbd());
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.display()))
+            .arg(format!("--socket={}/s.sock", dir.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--pid-file={}/pid", dir.display()))
+            .arg(format!("--log-error={}/err.log", dir.display()))
+            .arg(format!("--server-id={}", opts.server_id))
+            .arg(format!("--user={user}"))
+            .args([
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_unicode_ci",
+                "--max-allowed-packet=64M",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=64M",
+                "--innodb-flush-log-at-trx-commit=2",
+                "--skip-log-bin",
+            ]);
+        if opts.binlog {
+            cmd.arg(format!("--log-bin={}/binlog", dir.display())).args([
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                "--binlog-row-metadata=FULL",
+            ]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd starts");
+        let pid = child.id();
+        // The child is reaped by the watchdog's kill; never waited on here.
+        std::mem::forget(child);
+        watch_and_remove(Some(pid), &dir);
+        let server = Server { port, dir, pid };
+        wait_until(Duration::from_secs(60), "the server to accept connections", || {
+            server.sql_ok("SELECT 1")
+        });
+        server.sql(&format!(
+            "DELETE FROM mysql.global_priv WHERE User = ''; FLUSH PRIVILEGES; \
+             CREATE USER 'ferry'@'%' IDENTIFIED BY '{PASSWORD}'; \
+             CREATE USER 'ferry'@'localhost' IDENTIFIED BY '{PASSWORD}'; \
+             GRANT ALL ON *.* TO 'ferry'@'%'; GRANT ALL ON *.* TO 'ferry'@'localhost';"
+        ));
+        server
+    }
+
+    fn client(&self) -> Command {
+        let mut c = Command::new("mariadb");
+        c.args(["--no-defaults", "--default-character-set=utf8mb4", "-h127.0.0.1", "-uroot"])
+            .arg(format!("-P{}", self.port));
+        c
+    }
+
+    fn sql_ok(&self, sql: &str) -> bool {
+        self.client()
+            .args(["-e", sql])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Runs SQL (several statements, DELIMITER allowed) through the client.
+    pub fn sql(&self, sql: &str) -> String {
+        use std::io::Write;
+        let mut child = self
+            .client()
+            .arg("-N")
+            .arg("-B")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mariadb client");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(sql.as_bytes())
+            .expect("write sql");
+        let out = child.wait_with_output().expect("client output");
+        assert!(
+            out.status.success(),
+            "SQL failed on port {}: {}\n{}",
+            self.port,
+            String::from_utf8_lossy(&out.stderr),
+            sql.chars().take(500).collect::<String>()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn sql_file(&self, path: &Path) {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        self.sql(&text);
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/", self.port)
+    }
+}
+
+/// A source (binlog on) and a target shared by every test of the process;
+/// tests keep apart by database names.
+pub fn shared() -> &'static (Server, Server) {
+    static S: OnceLock<(Server, Server)> = OnceLock::new();
+    S.get_or_init(|| {
+        let source = Server::start(Options {
+            binlog: true,
+            server_id: 1,
+        });
+        let target = Server::start(Options {
+            binlog: true,
+            server_id: 2,
+        });
+        (source, target)
+    })
+}
