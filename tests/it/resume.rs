@@ -1,0 +1,156 @@
+//! Crash and stop in the middle of a full load: kill -9 (twice), SIGTERM,
+//! a second runner on the same state; then resume and compare.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+const JOB: &str = r#"
+name = "{name}"
+mode = "full"
+[source]
+host = "127.0.0.1"
+port = {source_port}
+user = "ferry"
+password_env = "FERRY_SRC_PASSWORD"
+[target]
+host = "127.0.0.1"
+port = {target_port}
+user = "ferry"
+password_env = "FERRY_DST_PASSWORD"
+[[select]]
+database = "{db}_src"
+rename = "{db}_dst"
+[full]
+threads = 2
+chunk_rows = 1000
+rows_per_sec = {rate}
+"#;
+
+/// A source database of ~52k rows: keyed, composite-keyed and keyless.
+fn prepare(db: &str) -> String {
+    let (source, target) = shared();
+    source.sql(&format!(
+        "DROP DATABASE IF EXISTS {db}_src; CREATE DATABASE {db}_src; USE {db}_src;
+         CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(100), n DOUBLE);
+         INSERT INTO big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 100), seq / 7 FROM seq_1_to_30000;
+         CREATE TABLE pairs (a INT NOT NULL, b INT NOT NULL, v BLOB, PRIMARY KEY (a, b));
+         INSERT INTO pairs SELECT seq % 100, seq, UNHEX(MD5(seq)) FROM seq_1_to_15000;
+         CREATE TABLE heap (x INT, y VARCHAR(10));
+         INSERT INTO heap SELECT seq % 10, 'dup' FROM seq_1_to_7000;"
+    ));
+    target.sql(&format!("DROP DATABASE IF EXISTS {db}_dst"));
+    format!("{db}_dst")
+}
+
+fn job(dir: &std::path::Path, name: &str, db: &str, rate: u64) -> std::path::PathBuf {
+    let (source, target) = shared();
+    let text = JOB
+        .replace("{name}", name)
+        .replace("{db}", db)
+        .replace("{rate}", &rate.to_string());
+    write_job(dir, &job_text(&text, source, target.port))
+}
+
+fn spawn(state: &std::path::Path, job: &std::path::Path) -> Child {
+    ferry(state)
+        .arg("run")
+        .arg(job)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry")
+}
+
+fn target_rows(db: &str) -> u64 {
+    let (_, target) = shared();
+    let have = target.sql(&format!(
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'big'"
+    ));
+    if have != "1" {
+        return 0;
+    }
+    target.sql(&format!("SELECT COUNT(*) FROM {db}.big")).parse().unwrap_or(0)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+#[test]
+fn kill_9_twice_then_resume_copies_each_chunk_once() {
+    let dst = prepare("crash");
+    let tmp = temp_dir("crash");
+    let state = tmp.path().join("state");
+    let job = job(tmp.path(), "crash", "crash", 15000);
+    for threshold in [4000, 12000] {
+        let mut child = spawn(&state, &job);
+        wait_until(Duration::from_secs(60), "rows on the target", || target_rows(&dst) >= threshold);
+        signal(&child, "KILL");
+        let _ = child.wait();
+    }
+    let before = target_rows(&dst);
+    assert!(before < 30000, "the load finished before the crash; slow it down");
+    let out = run(ferry(&state).arg("run").arg(&job));
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let (source, target) = shared();
+    assert_same(source, "crash_src", target, &dst, None);
+    // Finished chunks were not copied again: this run copied less than all.
+    let copied: u64 = log
+        .split("rows (")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in:\n{log}"));
+    assert!(copied < 52000, "copied {copied} rows again:\n{log}");
+    // Running the finished job again does nothing.
+    let again = run(ferry(&state).arg("run").arg(&job));
+    assert!(again.status.success());
+    assert!(text(&again).contains("already done"), "{}", text(&again));
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_the_next_run_resumes() {
+    let dst = prepare("term");
+    let tmp = temp_dir("term");
+    let state = tmp.path().join("state");
+    let job = job(tmp.path(), "term", "term", 10000);
+    let mut child = spawn(&state, &job);
+    wait_until(Duration::from_secs(60), "rows on the target", || target_rows(&dst) >= 2000);
+
+    // A second runner on the same state dir is refused, naming the owner.
+    let second = run(ferry(&state).arg("run").arg(&job));
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second));
+    assert!(
+        text(&second).contains(&format!("in use by another ferry runner (pid {})", child.id())),
+        "{}",
+        text(&second)
+    );
+
+    signal(&child, "TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("stopped"), "{}", text(&out));
+    assert!(target_rows(&dst) < 30000);
+
+    let out = run(ferry(&state).arg("run").arg(&job.clone()));
+    assert!(out.status.success(), "{}", text(&out));
+    let (source, target) = shared();
+    assert_same(source, "term_src", target, &dst, None);
+}
