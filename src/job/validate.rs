@@ -516,9 +516,9 @@ chunk_rows = 500
     fn unknown_key_names_line_and_column() {
         let text = GOOD.replace("threads = 2", "threds = 2");
         let e = parse_job("j.toml", &text).unwrap_err();
-        assert_eq!(e.line, 23, "{e}");
+        assert_eq!(e.line, 24, "{e}");
         assert!(e.message.contains("unknown field `threds`"), "{e}");
-        assert!(e.to_string().starts_with("j.toml:23:"), "{e}");
+        assert!(e.to_string().starts_with("j.toml:24:1"), "{e}");
     }
 
     #[test]
