@@ -132,7 +132,11 @@ impl Catalog {
         cat
     }
 
-    async fn read_with(job: &JobSpec, source: &Connector, conn: &mut Conn) -> Result<Catalog, DbError> {
+    async fn read_with(
+        job: &JobSpec,
+        source: &Connector,
+        conn: &mut Conn,
+    ) -> Result<Catalog, DbError> {
         let mut cat = Catalog::default();
         for sel in &job.select {
             let db = sel.database.as_str();
@@ -147,7 +151,9 @@ impl Catalog {
                 cat.missing_databases.push(db.to_string());
                 continue;
             }
-            let objects: Vec<(String, String, Option<u64>, Option<u64>, Option<String>)> = conn
+            // (name, type, rows, data bytes, engine)
+            type Object = (String, String, Option<u64>, Option<u64>, Option<String>);
+            let objects: Vec<Object> = conn
                 .exec(
                     "SELECT TABLE_NAME, TABLE_TYPE, TABLE_ROWS, DATA_LENGTH, ENGINE \
                      FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
@@ -243,7 +249,11 @@ impl Catalog {
     }
 }
 
-async fn read_columns(conn: &mut Conn, source: &Connector, db: &str) -> Result<Vec<(String, Column)>, DbError> {
+async fn read_columns(
+    conn: &mut Conn,
+    source: &Connector,
+    db: &str,
+) -> Result<Vec<(String, Column)>, DbError> {
     type Row = (
         String,
         String,
@@ -265,27 +275,33 @@ async fn read_columns(conn: &mut Conn, source: &Connector, db: &str) -> Result<V
         .map_err(source.query_err(format!("reading columns of {db}")))?;
     Ok(rows
         .into_iter()
-        .map(|(table, name, data_type, column_type, nullable, extra, charset, collation)| {
-            let data_type = data_type.to_ascii_lowercase();
-            let extra = extra.to_ascii_uppercase();
-            let generated = ["VIRTUAL GENERATED", "STORED GENERATED", "PERSISTENT GENERATED"]
+        .map(
+            |(table, name, data_type, column_type, nullable, extra, charset, collation)| {
+                let data_type = data_type.to_ascii_lowercase();
+                let extra = extra.to_ascii_uppercase();
+                let generated = [
+                    "VIRTUAL GENERATED",
+                    "STORED GENERATED",
+                    "PERSISTENT GENERATED",
+                ]
                 .iter()
                 .any(|g| extra.contains(g));
-            let kind = ColumnKind::from_data_type(&data_type);
-            (
-                table,
-                Column {
-                    name,
-                    data_type,
-                    column_type,
-                    nullable: nullable == "YES",
-                    generated,
-                    charset,
-                    collation,
-                    kind,
-                },
-            )
-        })
+                let kind = ColumnKind::from_data_type(&data_type);
+                (
+                    table,
+                    Column {
+                        name,
+                        data_type,
+                        column_type,
+                        nullable: nullable == "YES",
+                        generated,
+                        charset,
+                        collation,
+                        kind,
+                    },
+                )
+            },
+        )
         .collect())
 }
 
@@ -317,10 +333,7 @@ fn choose_key(table: &str, columns: &[Column], keys: &[KeyPart]) -> Option<Chunk
         if *non_unique {
             continue;
         }
-        let usable = !prefix
-            && columns
-                .iter()
-                .any(|c| &c.name == column && !c.nullable);
+        let usable = !prefix && columns.iter().any(|c| &c.name == column && !c.nullable);
         match candidates.iter_mut().find(|c| &c.index == index) {
             Some(c) if usable => c.columns.push(column.clone()),
             Some(c) => c.columns.clear(), // marks the index unusable

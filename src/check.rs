@@ -55,7 +55,13 @@ impl Report {
         self.items.iter().any(|i| i.status == Status::Fail)
     }
 
-    fn push(&mut self, status: Status, what: &str, message: impl Into<String>, fix: Option<String>) {
+    fn push(
+        &mut self,
+        status: Status,
+        what: &str,
+        message: impl Into<String>,
+        fix: Option<String>,
+    ) {
         self.items.push(Item {
             status,
             what: what.to_string(),
@@ -204,7 +210,11 @@ impl Grants {
 
     /// The privileges of `wanted` missing on `db`.
     fn missing_on<'a>(&self, db: &str, wanted: &[&'a str]) -> Vec<&'a str> {
-        wanted.iter().copied().filter(|p| !self.has_on(db, p)).collect()
+        wanted
+            .iter()
+            .copied()
+            .filter(|p| !self.has_on(db, p))
+            .collect()
     }
 }
 
@@ -224,7 +234,12 @@ fn like_match(pattern: &str, s: &str) -> bool {
     go(&p, &s)
 }
 
-async fn source_checks(r: &mut Report, job: &JobSpec, c: &Connector, conn: &mut Conn) -> Result<(), DbError> {
+async fn source_checks(
+    r: &mut Report,
+    job: &JobSpec,
+    c: &Connector,
+    conn: &mut Conn,
+) -> Result<(), DbError> {
     let grants = Grants::read(conn, c).await?;
     let version: String = conn
         .query_first("SELECT VERSION()")
@@ -247,7 +262,11 @@ async fn source_checks(r: &mut Report, job: &JobSpec, c: &Connector, conn: &mut 
         }
     }
     if job.mode.needs_binlog() {
-        let monitor = if mariadb { "BINLOG MONITOR" } else { "REPLICATION CLIENT" };
+        let monitor = if mariadb {
+            "BINLOG MONITOR"
+        } else {
+            "REPLICATION CLIENT"
+        };
         let m: Vec<&str> = ["REPLICATION SLAVE", monitor]
             .into_iter()
             .filter(|p| !grants.has_global(p))
@@ -257,7 +276,10 @@ async fn source_checks(r: &mut Report, job: &JobSpec, c: &Connector, conn: &mut 
         }
     }
     if missing.is_empty() {
-        r.pass("source.privileges", format!("{} has what the job needs", grants.user));
+        r.pass(
+            "source.privileges",
+            format!("{} has what the job needs", grants.user),
+        );
     } else {
         r.push(
             Status::Fail,
@@ -285,9 +307,16 @@ async fn source_checks(r: &mut Report, job: &JobSpec, c: &Connector, conn: &mut 
         }
     }
     if wrong.is_empty() {
-        r.pass("source.binlog", "log_bin=ON, binlog_format=ROW, row_image=FULL, row_metadata=FULL");
+        r.pass(
+            "source.binlog",
+            "log_bin=ON, binlog_format=ROW, row_image=FULL, row_metadata=FULL",
+        );
     } else {
-        let status = if job.mode.needs_binlog() { Status::Fail } else { Status::Warn };
+        let status = if job.mode.needs_binlog() {
+            Status::Fail
+        } else {
+            Status::Warn
+        };
         let what: Vec<String> = wrong
             .iter()
             .map(|(n, w, h)| format!("{n}={h} (need {w})"))
@@ -338,7 +367,12 @@ async fn source_checks(r: &mut Report, job: &JobSpec, c: &Connector, conn: &mut 
             ),
         );
     }
-    let keyless: Vec<String> = cat.tables.iter().filter(|t| t.key.is_none()).map(|t| t.id()).collect();
+    let keyless: Vec<String> = cat
+        .tables
+        .iter()
+        .filter(|t| t.key.is_none())
+        .map(|t| t.id())
+        .collect();
     if !keyless.is_empty() {
         r.push(
             Status::Warn,
@@ -351,7 +385,10 @@ async fn source_checks(r: &mut Report, job: &JobSpec, c: &Connector, conn: &mut 
             Some("add a primary key where you can".into()),
         );
     } else if !cat.tables.is_empty() {
-        r.pass("source.keys", "every table has a primary or NOT NULL unique key");
+        r.pass(
+            "source.keys",
+            "every table has a primary or NOT NULL unique key",
+        );
     }
     r.catalog = Some(cat);
     Ok(())
@@ -369,7 +406,15 @@ async fn target_checks(
         return Ok(());
     };
     let mut wanted = vec![
-        "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "REFERENCES",
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "INDEX",
+        "REFERENCES",
     ];
     if !cat.views.is_empty() {
         wanted.extend(["CREATE VIEW", "SHOW VIEW"]);
@@ -381,7 +426,11 @@ async fn target_checks(
         wanted.extend(["CREATE ROUTINE", "ALTER ROUTINE"]);
     }
     let mut missing = Vec::new();
-    let mut target_dbs: Vec<&str> = job.select.iter().map(|s| s.target_database.as_str()).collect();
+    let mut target_dbs: Vec<&str> = job
+        .select
+        .iter()
+        .map(|s| s.target_database.as_str())
+        .collect();
     target_dbs.dedup();
     for db in &target_dbs {
         let m = grants.missing_on(db, &wanted);
@@ -395,7 +444,10 @@ async fn target_checks(
         }
     }
     if missing.is_empty() {
-        r.pass("target.privileges", format!("{} has what the job needs", grants.user));
+        r.pass(
+            "target.privileges",
+            format!("{} has what the job needs", grants.user),
+        );
     } else {
         r.push(
             Status::Fail,
@@ -452,10 +504,18 @@ async fn target_checks(
             .map(|c| c.name.as_str())
             .collect();
         if !lacking.is_empty() {
-            mismatched.push(format!("{}.{} lacks {}", t.target_db, t.name, lacking.join(", ")));
+            mismatched.push(format!(
+                "{}.{} lacks {}",
+                t.target_db,
+                t.name,
+                lacking.join(", ")
+            ));
         }
         let any: Option<i64> = conn
-            .query_first(format!("SELECT 1 FROM {} LIMIT 1", db::qualified(&t.target_db, &t.name)))
+            .query_first(format!(
+                "SELECT 1 FROM {} LIMIT 1",
+                db::qualified(&t.target_db, &t.name)
+            ))
             .await
             .map_err(c.query_err(format!("reading {}.{}", t.target_db, t.name)))?;
         if any.is_some() {
@@ -466,14 +526,20 @@ async fn target_checks(
         r.push(
             Status::Fail,
             "target.tables",
-            format!("existing target tables differ from the source: {}", mismatched.join("; ")),
+            format!(
+                "existing target tables differ from the source: {}",
+                mismatched.join("; ")
+            ),
             Some("drop them on the target (ferry creates them), or align their columns".into()),
         );
     }
     if nonempty.is_empty() {
         r.pass("target.rows", "target tables are absent or empty");
     } else if resuming {
-        r.pass("target.rows", "resuming: the rows on the target are this job's own");
+        r.pass(
+            "target.rows",
+            "resuming: the rows on the target are this job's own",
+        );
     } else {
         let list = nonempty.join(", ");
         match job.full.existing_rows {
@@ -511,7 +577,10 @@ async fn target_checks(
     unknown.sort();
     unknown.dedup();
     if unknown.is_empty() {
-        r.pass("target.charsets", "every collation the tables use exists on the target");
+        r.pass(
+            "target.charsets",
+            "every collation the tables use exists on the target",
+        );
     } else {
         r.push(
             Status::Fail,
@@ -527,7 +596,12 @@ async fn target_checks(
         .map_err(c.query_err("reading max_allowed_packet"))?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let biggest = cat.tables.iter().map(|t| t.data_bytes / t.rows_estimate.max(1)).max().unwrap_or(0);
+    let biggest = cat
+        .tables
+        .iter()
+        .map(|t| t.data_bytes / t.rows_estimate.max(1))
+        .max()
+        .unwrap_or(0);
     if t_packet < 1 << 20 || biggest * 2 > t_packet {
         r.push(
             Status::Warn,

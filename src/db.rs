@@ -176,9 +176,9 @@ impl Connector {
         };
         let result = Conn::new(self.opts(want_tls)?).await;
         let conn = match result {
-            Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
-                if self.endpoint.tls == Tls::Prefer =>
-            {
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if self.endpoint.tls == Tls::Prefer => {
                 let _ = self.tls_works.set(false);
                 Conn::new(self.opts(false)?).await
             }
@@ -197,7 +197,10 @@ impl Connector {
     }
 
     /// Wraps a query error with what Ferry was doing.
-    pub fn query_err(&self, context: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> DbError {
+    pub fn query_err(
+        &self,
+        context: impl Into<String>,
+    ) -> impl FnOnce(mysql_async::Error) -> DbError {
         let role = self.role.as_str();
         let context = context.into();
         move |source| DbError::Query {

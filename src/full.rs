@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{ColumnKind, Table};
-use crate::db::{self, quote_ident, qualified, Connector, DbError};
+use crate::db::{self, qualified, quote_ident, Connector, DbError};
 use crate::job::{ExistingRows, JobSpec};
 use crate::sql;
 use crate::state::{Chunk, KeyValue, StateError, Store, TablePlan};
@@ -60,8 +60,10 @@ pub struct TableProgress {
     pub chunks_total: u32,
     pub chunks_done: AtomicU64,
     pub done: AtomicBool,
-    /// Unix ms of the first row of this run, 0 before.
+    /// Unix ms of the first chunk of this run, 0 before.
     pub started_ms: AtomicU64,
+    /// Unix ms when the last chunk committed, 0 before.
+    pub finished_ms: AtomicU64,
     /// Rows done before this run (a resume), excluded from rates.
     pub rows_before: u64,
 }
@@ -153,7 +155,8 @@ pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
                     rows_estimate: t.rows_estimate,
                     done: false,
                 };
-                load.store.put_table_plan(&load.job.name, &id, &plan, &chunks)?;
+                load.store
+                    .put_table_plan(&load.job.name, &id, &plan, &chunks)?;
                 plan
             }
         };
@@ -168,6 +171,7 @@ pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
             chunks_done: AtomicU64::new(done),
             done: AtomicBool::new(plan.done),
             started_ms: AtomicU64::new(0),
+            finished_ms: AtomicU64::new(0),
             rows_before: before,
         }));
     }
@@ -211,7 +215,10 @@ async fn split(load: &Load<'_>, t: &Table) -> Result<Vec<Chunk>> {
         let row: Option<mysql_async::Row> = conn
             .exec_first(q, Params::Positional(params))
             .await
-            .map_err(load.source.query_err(format!("splitting {} into chunks", t.id())))?;
+            .map_err(
+                load.source
+                    .query_err(format!("splitting {} into chunks", t.id())),
+            )?;
         match row {
             Some(r) => bounds.push(r.unwrap().into_iter().map(KeyValue::from).collect()),
             None => break,
@@ -261,7 +268,10 @@ fn range_condition(
             ors.push(format!("({})", ands.join(" AND ")));
         }
         if inclusive_last {
-            let ands: Vec<String> = cols.iter().map(|c| format!("{} = ?", quote_ident(c))).collect();
+            let ands: Vec<String> = cols
+                .iter()
+                .map(|c| format!("{} = ?", quote_ident(c)))
+                .collect();
             params.extend(vals.iter().map(Value::from));
             ors.push(format!("({})", ands.join(" AND ")));
         }
@@ -283,7 +293,12 @@ pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()>
             continue;
         }
         let copy = Arc::new(table_copy(load, t, p.clone()));
-        for (i, chunk) in load.store.chunks(&load.job.name, &copy.id)?.into_iter().enumerate() {
+        for (i, chunk) in load
+            .store
+            .chunks(&load.job.name, &copy.id)?
+            .into_iter()
+            .enumerate()
+        {
             if !chunk.done {
                 queue.push_back(Task {
                     table: copy.clone(),
@@ -338,12 +353,20 @@ fn table_copy(load: &Load<'_>, t: &Table, progress: Arc<TableProgress>) -> Table
                 names.join(", "),
                 qualified(&t.db, &t.name),
                 quote_ident(&k.index),
-                k.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+                k.columns
+                    .iter()
+                    .map(|c| quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             k.columns.clone(),
         ),
         None => (
-            format!("SELECT {} FROM {}", names.join(", "), qualified(&t.db, &t.name)),
+            format!(
+                "SELECT {} FROM {}",
+                names.join(", "),
+                qualified(&t.db, &t.name)
+            ),
             Vec::new(),
         ),
     };
@@ -445,9 +468,10 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
     let writer = write_batches(load, dst, t, rx);
     let (rows, _) = tokio::try_join!(reader, writer)?;
 
-    dst.query_drop("COMMIT")
-        .await
-        .map_err(load.target.query_err(format!("committing a chunk of {}", t.id)))?;
+    dst.query_drop("COMMIT").await.map_err(
+        load.target
+            .query_err(format!("committing a chunk of {}", t.id)),
+    )?;
     let store = load.store.clone();
     let (job, id, index) = (load.job.name.clone(), t.id.clone(), task.index);
     let table_done = tokio::task::spawn_blocking(move || store.chunk_done(&job, &id, index, rows))
@@ -458,6 +482,9 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
         })??;
     t.progress.chunks_done.fetch_add(1, Ordering::Relaxed);
     if table_done {
+        t.progress
+            .finished_ms
+            .store(crate::state::now_ms(), Ordering::Relaxed);
         t.progress.done.store(true, Ordering::Relaxed);
     }
     Ok(())
@@ -478,8 +505,11 @@ async fn read_chunk(
     let (query, params) = if t.key_columns.is_empty() {
         (t.select.clone(), Vec::new())
     } else {
-        let (cond, params) =
-            range_condition(&t.key_columns, task.chunk.lower.as_ref(), task.chunk.upper.as_ref());
+        let (cond, params) = range_condition(
+            &t.key_columns,
+            task.chunk.lower.as_ref(),
+            task.chunk.upper.as_ref(),
+        );
         (t.select.replacen("{}", &cond, 1), params)
     };
     let mut result = src
@@ -541,7 +571,9 @@ async fn read_chunk(
             since_commit += in_batch;
             in_batch = 0;
             if keyless && since_commit >= load.job.full.chunk_rows {
-                tx.send(Msg::Commit).await.map_err(|_| FullError::Cancelled)?;
+                tx.send(Msg::Commit)
+                    .await
+                    .map_err(|_| FullError::Cancelled)?;
                 since_commit = 0;
             }
         }
@@ -563,7 +595,12 @@ async fn send(load: &Load<'_>, tx: &mpsc::Sender<Msg>, stmt: Vec<u8>, rows: u64)
         .map_err(|_| FullError::Cancelled)
 }
 
-async fn write_batches(load: &Load<'_>, dst: &mut Conn, t: &TableCopy, mut rx: mpsc::Receiver<Msg>) -> Result<()> {
+async fn write_batches(
+    load: &Load<'_>,
+    dst: &mut Conn,
+    t: &TableCopy,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<()> {
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Rows(stmt, rows) => {
@@ -625,7 +662,11 @@ mod tests {
             r.acquire(500).await;
         }
         // 2500 rows at 1000/s with one second of burst: at least 1.5 s.
-        assert!(start.elapsed() >= Duration::from_millis(1400), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(1400),
+            "{:?}",
+            start.elapsed()
+        );
         r.set(0);
         let start = Instant::now();
         r.acquire(1_000_000).await;

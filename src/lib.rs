@@ -2,12 +2,12 @@
 //! parallel, resumable full load. The `ferry` binary is a thin shell over it.
 
 pub mod catalog;
-pub mod db;
-pub mod job;
-pub mod state;
 pub mod check;
-pub mod schema;
-pub mod sql;
+pub mod db;
 pub mod full;
+pub mod job;
 pub mod progress;
 pub mod runner;
+pub mod schema;
+pub mod sql;
+pub mod state;

@@ -15,7 +15,11 @@ use ferry::runner::{self, Outcome};
 use ferry::state::Store;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Move a live MySQL-family database and keep it in sync")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Move a live MySQL-family database and keep it in sync"
+)]
 struct Cli {
     /// State directory (ferry.redb, ferry.sock, logs/).
     #[arg(long, global = true, env = "FERRY_STATE", default_value = ".ferry")]
@@ -44,7 +48,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match real_main(cli) {
@@ -103,7 +111,11 @@ fn load_jobs(paths: &[PathBuf]) -> Result<Vec<JobSpec>, ExitCode> {
         match job::load_job(f) {
             Ok(s) => {
                 if specs.iter().any(|o| o.name == s.name) {
-                    eprintln!("ferry: {}: job name {:?} is used twice", f.display(), s.name);
+                    eprintln!(
+                        "ferry: {}: job name {:?} is used twice",
+                        f.display(),
+                        s.name
+                    );
                     bad = true;
                 }
                 specs.push(s)
@@ -121,7 +133,11 @@ fn load_jobs(paths: &[PathBuf]) -> Result<Vec<JobSpec>, ExitCode> {
 }
 
 fn show(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn check_cmd(spec: &JobSpec) -> Result<ExitCode> {
@@ -129,14 +145,26 @@ async fn check_cmd(spec: &JobSpec) -> Result<ExitCode> {
     for item in &report.items {
         println!("{item}");
     }
-    let fails = report.items.iter().filter(|i| i.status == Status::Fail).count();
-    let warns = report.items.iter().filter(|i| i.status == Status::Warn).count();
+    let fails = report
+        .items
+        .iter()
+        .filter(|i| i.status == Status::Fail)
+        .count();
+    let warns = report
+        .items
+        .iter()
+        .filter(|i| i.status == Status::Warn)
+        .count();
     println!(
         "{}: {} passed, {warns} warnings, {fails} failed",
         spec.name,
         report.items.len() - fails - warns
     );
-    Ok(if fails > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if fails > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn run_cmd(store: Arc<Store>, specs: Vec<JobSpec>) -> Result<ExitCode> {
@@ -147,7 +175,9 @@ async fn run_cmd(store: Arc<Store>, specs: Vec<JobSpec>) -> Result<ExitCode> {
     for (name, outcome) in outcomes {
         match outcome {
             Outcome::Done => eprintln!("{name}: done"),
-            Outcome::AlreadyDone => eprintln!("{name}: already done in an earlier run; nothing to do"),
+            Outcome::AlreadyDone => {
+                eprintln!("{name}: already done in an earlier run; nothing to do")
+            }
             Outcome::Stopped => eprintln!("{name}: stopped; run again to resume"),
             Outcome::Failed(e) => {
                 failed = true;
@@ -155,7 +185,11 @@ async fn run_cmd(store: Arc<Store>, specs: Vec<JobSpec>) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// SIGINT/SIGTERM: graceful stop; a second one exits at once (the state is
@@ -177,7 +211,9 @@ fn spawn_signal_handler(cancel: CancellationToken) -> Result<()> {
                     eprintln!("ferry: stopping (again to force)");
                     cancel.cancel();
                 }
-                other => tracing::warn!(signal = other, "signal not handled by this build; ignored"),
+                other => {
+                    tracing::warn!(signal = other, "signal not handled by this build; ignored")
+                }
             }
         }
     });

@@ -14,7 +14,10 @@ use crate::state::now_ms;
 /// Reports until `stop` fires; prints nothing for tables already done.
 pub async fn report(job: String, tables: Vec<Arc<TableProgress>>, stop: CancellationToken) {
     let tty = std::io::stderr().is_terminal();
-    let mut announced: Vec<bool> = tables.iter().map(|t| t.done.load(Ordering::Relaxed)).collect();
+    let mut announced: Vec<bool> = tables
+        .iter()
+        .map(|t| t.done.load(Ordering::Relaxed))
+        .collect();
     let mut drawn = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(if tty { 500 } else { 1000 }));
     loop {
@@ -36,7 +39,9 @@ pub async fn report(job: String, tables: Vec<Arc<TableProgress>>, stop: Cancella
         if tty && !stopping {
             let active: Vec<&Arc<TableProgress>> = tables
                 .iter()
-                .filter(|t| !t.done.load(Ordering::Relaxed) && t.started_ms.load(Ordering::Relaxed) > 0)
+                .filter(|t| {
+                    !t.done.load(Ordering::Relaxed) && t.started_ms.load(Ordering::Relaxed) > 0
+                })
                 .take(12)
                 .collect();
             for t in &active {
@@ -51,13 +56,25 @@ pub async fn report(job: String, tables: Vec<Arc<TableProgress>>, stop: Cancella
     }
 }
 
-fn rate(t: &TableProgress) -> f64 {
+/// Seconds this run has worked on the table (until it finished).
+fn elapsed(t: &TableProgress) -> f64 {
     let started = t.started_ms.load(Ordering::Relaxed);
     if started == 0 {
         return 0.0;
     }
-    let secs = (now_ms().saturating_sub(started)) as f64 / 1000.0;
-    let rows = t.rows_done.load(Ordering::Relaxed).saturating_sub(t.rows_before) as f64;
+    let end = match t.finished_ms.load(Ordering::Relaxed) {
+        0 => now_ms(),
+        f => f,
+    };
+    end.saturating_sub(started) as f64 / 1000.0
+}
+
+fn rate(t: &TableProgress) -> f64 {
+    let secs = elapsed(t);
+    let rows = t
+        .rows_done
+        .load(Ordering::Relaxed)
+        .saturating_sub(t.rows_before) as f64;
     if secs > 0.0 {
         rows / secs
     } else {
@@ -68,10 +85,15 @@ fn rate(t: &TableProgress) -> f64 {
 fn live_line(t: &TableProgress) -> String {
     let done = t.rows_done.load(Ordering::Relaxed);
     let est = t.rows_estimate.load(Ordering::Relaxed).max(done);
-    let pct = if est > 0 { done as f64 * 100.0 / est as f64 } else { 0.0 };
+    let pct = if est > 0 {
+        done as f64 * 100.0 / est as f64
+    } else {
+        0.0
+    };
     let r = rate(t);
     let eta = if r > 0.0 {
-        humantime::format_duration(Duration::from_secs(((est - done) as f64 / r) as u64)).to_string()
+        humantime::format_duration(Duration::from_secs(((est - done) as f64 / r) as u64))
+            .to_string()
     } else {
         "?".into()
     };
@@ -89,27 +111,28 @@ fn live_line(t: &TableProgress) -> String {
 }
 
 fn finished_line(t: &TableProgress) -> String {
-    let started = t.started_ms.load(Ordering::Relaxed);
-    let secs = if started > 0 {
-        (now_ms().saturating_sub(started)) as f64 / 1000.0
-    } else {
-        0.0
-    };
     format!(
         "{} done: {} rows in {:.1}s ({:.0} rows/s)",
         t.table,
         t.rows_done.load(Ordering::Relaxed),
-        secs,
+        elapsed(t),
         rate(t)
     )
 }
 
 /// The closing summary of a full load.
 pub fn summary(job: &str, tables: &[Arc<TableProgress>], started: Instant) -> String {
-    let rows: u64 = tables.iter().map(|t| t.rows_done.load(Ordering::Relaxed)).sum();
+    let rows: u64 = tables
+        .iter()
+        .map(|t| t.rows_done.load(Ordering::Relaxed))
+        .sum();
     let fresh: u64 = tables
         .iter()
-        .map(|t| t.rows_done.load(Ordering::Relaxed).saturating_sub(t.rows_before))
+        .map(|t| {
+            t.rows_done
+                .load(Ordering::Relaxed)
+                .saturating_sub(t.rows_before)
+        })
         .sum();
     let secs = started.elapsed().as_secs_f64();
     format!(

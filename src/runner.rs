@@ -57,7 +57,11 @@ pub enum Outcome {
 }
 
 /// Runs `jobs` concurrently until each is done, failed, or `cancel` fires.
-pub async fn run(store: Arc<Store>, jobs: Vec<JobSpec>, cancel: CancellationToken) -> Vec<(String, Outcome)> {
+pub async fn run(
+    store: Arc<Store>,
+    jobs: Vec<JobSpec>,
+    cancel: CancellationToken,
+) -> Vec<(String, Outcome)> {
     let mut handles = Vec::new();
     for job in jobs {
         let store = store.clone();
@@ -126,7 +130,11 @@ async fn run_job(store: &Arc<Store>, job: JobSpec, cancel: CancellationToken) ->
             }
             Err(e) if e.is_retryable() && first_failure.elapsed() < retry_for => {
                 warn!(error = %e, "retrying in {backoff:?}");
-                eprintln!("{}: {e}; retrying in {}", job.name, humantime::format_duration(backoff));
+                eprintln!(
+                    "{}: {e}; retrying in {}",
+                    job.name,
+                    humantime::format_duration(backoff)
+                );
                 let _ = store.set_job_state(&job.name, JobState::Retrying, Some(e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -147,7 +155,11 @@ async fn run_job(store: &Arc<Store>, job: JobSpec, cancel: CancellationToken) ->
     }
 }
 
-async fn attempt(store: &Arc<Store>, job: &JobSpec, cancel: &CancellationToken) -> Result<(), JobError> {
+async fn attempt(
+    store: &Arc<Store>,
+    job: &JobSpec,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
     if job.mode != Mode::Full {
         return Err(JobError::Unsupported(job.mode.as_str()));
     }

@@ -6,7 +6,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
 use crate::catalog::Catalog;
-use crate::db::{quote_ident, qualified, Connector, DbError};
+use crate::db::{qualified, quote_ident, Connector, DbError};
 use crate::job::JobSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,11 @@ impl SchemaError {
 /// the server prints them.
 fn rename_refs(job: &JobSpec, sql: &str) -> String {
     let mut out = sql.to_string();
-    for s in job.select.iter().filter(|s| s.database != s.target_database) {
+    for s in job
+        .select
+        .iter()
+        .filter(|s| s.database != s.target_database)
+    {
         out = out.replace(
             &format!("{}.", quote_ident(&s.database)),
             &format!("{}.", quote_ident(&s.target_database)),
@@ -117,7 +121,8 @@ pub async fn copy_schema(
             )
             .await
             .map_err(source.query_err("reading database charset"))?;
-        let (charset, collation) = cs.unwrap_or_else(|| ("utf8mb4".into(), "utf8mb4_general_ci".into()));
+        let (charset, collation) =
+            cs.unwrap_or_else(|| ("utf8mb4".into(), "utf8mb4_general_ci".into()));
         exec(
             &mut dst,
             &format!("database {}", sel.target_database),
@@ -134,9 +139,12 @@ pub async fn copy_schema(
             .query_first(format!("SHOW CREATE TABLE {}", qualified(&t.db, &t.name)))
             .await
             .map_err(source.query_err(format!("SHOW CREATE TABLE {}", t.id())))?;
-        let ddl = row.as_ref().and_then(|r| text(r, 1)).ok_or_else(|| SchemaError::NoDefinition {
-            what: format!("table {}", t.id()),
-        })?;
+        let ddl =
+            row.as_ref()
+                .and_then(|r| text(r, 1))
+                .ok_or_else(|| SchemaError::NoDefinition {
+                    what: format!("table {}", t.id()),
+                })?;
         let prefix = format!("CREATE TABLE {}", quote_ident(&t.name));
         let body = ddl.strip_prefix(&prefix).unwrap_or(&ddl);
         let statement = format!(
@@ -144,7 +152,12 @@ pub async fn copy_schema(
             qualified(&t.target_db, &t.name),
             rename_refs(job, body)
         );
-        exec(&mut dst, &format!("table {}.{}", t.target_db, t.name), statement).await?;
+        exec(
+            &mut dst,
+            &format!("table {}.{}", t.target_db, t.name),
+            statement,
+        )
+        .await?;
     }
 
     // Views may use other views: create in rounds until none is left or a
@@ -155,15 +168,22 @@ pub async fn copy_schema(
             .query_first(format!("SHOW CREATE VIEW {}", qualified(&v.db, &v.name)))
             .await
             .map_err(source.query_err(format!("SHOW CREATE VIEW {}.{}", v.db, v.name)))?;
-        let ddl = row.as_ref().and_then(|r| text(r, 1)).ok_or_else(|| SchemaError::NoDefinition {
-            what: format!("view {}.{}", v.db, v.name),
-        })?;
+        let ddl =
+            row.as_ref()
+                .and_then(|r| text(r, 1))
+                .ok_or_else(|| SchemaError::NoDefinition {
+                    what: format!("view {}.{}", v.db, v.name),
+                })?;
         let ddl = rename_refs(job, &strip_definer(&ddl));
         let ddl = match ddl.strip_prefix("CREATE ") {
             Some(rest) => format!("CREATE OR REPLACE {rest}"),
             None => ddl,
         };
-        pending.push((v.target_db.clone(), format!("view {}.{}", v.target_db, v.name), ddl));
+        pending.push((
+            v.target_db.clone(),
+            format!("view {}.{}", v.target_db, v.name),
+            ddl,
+        ));
     }
     while !pending.is_empty() {
         let mut failed = Vec::new();
@@ -188,7 +208,11 @@ pub async fn copy_schema(
 
     for r in &cat.routines {
         let row: Option<Row> = src
-            .query_first(format!("SHOW CREATE {} {}", r.kind, qualified(&r.db, &r.name)))
+            .query_first(format!(
+                "SHOW CREATE {} {}",
+                r.kind,
+                qualified(&r.db, &r.name)
+            ))
             .await
             .map_err(source.query_err(format!("SHOW CREATE {} {}.{}", r.kind, r.db, r.name)))?;
         let what = format!("{} {}.{}", r.kind.to_lowercase(), r.target_db, r.name);
@@ -197,9 +221,22 @@ pub async fn copy_schema(
             .as_ref()
             .and_then(|r| text(r, 2))
             .ok_or_else(|| SchemaError::NoDefinition { what: what.clone() })?;
-        let drop = format!("DROP {} IF EXISTS {}", r.kind, qualified(&r.target_db, &r.name));
+        let drop = format!(
+            "DROP {} IF EXISTS {}",
+            r.kind,
+            qualified(&r.target_db, &r.name)
+        );
         let create = rename_refs(job, &strip_definer(&ddl));
-        replace_object(&mut dst, target, &r.target_db, &sql_mode, &what, drop, create).await?;
+        replace_object(
+            &mut dst,
+            target,
+            &r.target_db,
+            &sql_mode,
+            &what,
+            drop,
+            create,
+        )
+        .await?;
     }
     let _ = src.disconnect().await;
     let _ = dst.disconnect().await;
@@ -229,9 +266,21 @@ pub async fn copy_triggers(
             .as_ref()
             .and_then(|r| text(r, 2))
             .ok_or_else(|| SchemaError::NoDefinition { what: what.clone() })?;
-        let drop = format!("DROP TRIGGER IF EXISTS {}", qualified(&t.target_db, &t.name));
+        let drop = format!(
+            "DROP TRIGGER IF EXISTS {}",
+            qualified(&t.target_db, &t.name)
+        );
         let create = rename_refs(job, &strip_definer(&ddl));
-        replace_object(&mut dst, target, &t.target_db, &sql_mode, &what, drop, create).await?;
+        replace_object(
+            &mut dst,
+            target,
+            &t.target_db,
+            &sql_mode,
+            &what,
+            drop,
+            create,
+        )
+        .await?;
     }
     let _ = src.disconnect().await;
     let _ = dst.disconnect().await;
@@ -273,6 +322,9 @@ mod tests {
             strip_definer("CREATE DEFINER=`a b`@`%` TRIGGER t"),
             "CREATE TRIGGER t"
         );
-        assert_eq!(strip_definer("CREATE VIEW v AS select 1"), "CREATE VIEW v AS select 1");
+        assert_eq!(
+            strip_definer("CREATE VIEW v AS select 1"),
+            "CREATE VIEW v AS select 1"
+        );
     }
 }

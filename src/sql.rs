@@ -58,8 +58,7 @@ fn push_double(buf: &mut Vec<u8>, d: f64) {
 
 fn is_numeric_text(b: &[u8]) -> bool {
     !b.is_empty()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
 }
 
@@ -123,8 +122,14 @@ mod tests {
     #[test]
     fn literals() {
         assert_eq!(lit(Value::NULL, ColumnKind::Text), "NULL");
-        assert_eq!(lit(Value::Int(i64::MIN), ColumnKind::Plain), "-9223372036854775808");
-        assert_eq!(lit(Value::UInt(u64::MAX), ColumnKind::Plain), "18446744073709551615");
+        assert_eq!(
+            lit(Value::Int(i64::MIN), ColumnKind::Plain),
+            "-9223372036854775808"
+        );
+        assert_eq!(
+            lit(Value::UInt(u64::MAX), ColumnKind::Plain),
+            "18446744073709551615"
+        );
         assert_eq!(
             lit(Value::Bytes(b"-12.500".to_vec()), ColumnKind::Decimal),
             "-12.500"
@@ -133,7 +138,10 @@ mod tests {
             lit(Value::Bytes(b"a'b\\c\0\n".to_vec()), ColumnKind::Text),
             r"'a\'b\\c\0\n'"
         );
-        assert_eq!(lit(Value::Bytes(vec![0, 255]), ColumnKind::Binary), "X'00FF'");
+        assert_eq!(
+            lit(Value::Bytes(vec![0, 255]), ColumnKind::Binary),
+            "X'00FF'"
+        );
         assert_eq!(lit(Value::Bytes(vec![]), ColumnKind::Binary), "''");
         assert_eq!(
             lit(Value::Date(0, 0, 0, 0, 0, 0, 0), ColumnKind::Plain),

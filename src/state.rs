@@ -25,7 +25,8 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs-1");
 /// (job, `db.table`) → postcard [`TablePlan`].
 const FULL_TABLES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("full-tables-1");
 /// (job, `db.table`, chunk number) → postcard [`Chunk`].
-const FULL_CHUNKS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("full-chunks-1");
+const FULL_CHUNKS: TableDefinition<(&str, &str, u32), &[u8]> =
+    TableDefinition::new("full-chunks-1");
 /// job name → postcard [`Checkpoint`].
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints-1");
 
@@ -49,7 +50,7 @@ pub enum StateError {
         supported: u32,
     },
     #[error("state file: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("state file: cannot decode {table} entry {key}: {source}")]
     Decode {
         table: &'static str,
@@ -63,11 +64,12 @@ pub enum StateError {
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StateError {
-            fn from(e: $t) -> Self { StateError::Db(e.into()) }
+            fn from(e: $t) -> Self { StateError::Db(Box::new(e.into())) }
         }
     )*};
 }
 from_redb!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
@@ -328,7 +330,8 @@ impl Store {
     pub fn put_job(&self, job: &JobRecord) -> Result<()> {
         let bytes = encode(job)?;
         let tx = self.db.begin_write()?;
-        tx.open_table(JOBS)?.insert(job.spec.name.as_str(), bytes.as_slice())?;
+        tx.open_table(JOBS)?
+            .insert(job.spec.name.as_str(), bytes.as_slice())?;
         tx.commit()?;
         Ok(())
     }
@@ -387,7 +390,13 @@ impl Store {
     }
 
     /// Stores a table's plan and its chunks in one transaction.
-    pub fn put_table_plan(&self, job: &str, table: &str, plan: &TablePlan, chunks: &[Chunk]) -> Result<()> {
+    pub fn put_table_plan(
+        &self,
+        job: &str,
+        table: &str,
+        plan: &TablePlan,
+        chunks: &[Chunk],
+    ) -> Result<()> {
         let tx = self.db.begin_write()?;
         {
             let mut c = tx.open_table(FULL_CHUNKS)?;
@@ -408,7 +417,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in t.range((job, table, 0)..=(job, table, u32::MAX))? {
             let (k, v) = entry?;
-            out.push(decode("full-chunks-1", &format!("{table}#{}", k.value().2), v.value())?);
+            out.push(decode(
+                "full-chunks-1",
+                &format!("{table}#{}", k.value().2),
+                v.value(),
+            )?);
         }
         Ok(out)
     }
@@ -432,7 +445,11 @@ impl Store {
             let mut all_done = true;
             for entry in c.range((job, table, 0)..=(job, table, u32::MAX))? {
                 let (k, v) = entry?;
-                let ch: Chunk = decode("full-chunks-1", &format!("{table}#{}", k.value().2), v.value())?;
+                let ch: Chunk = decode(
+                    "full-chunks-1",
+                    &format!("{table}#{}", k.value().2),
+                    v.value(),
+                )?;
                 if !ch.done {
                     all_done = false;
                     break;
@@ -511,7 +528,10 @@ mod tests {
             let tx = s.db.begin_write().unwrap();
             tx.open_table(META)
                 .unwrap()
-                .insert("format_version", (FORMAT_VERSION + 1).to_le_bytes().as_slice())
+                .insert(
+                    "format_version",
+                    (FORMAT_VERSION + 1).to_le_bytes().as_slice(),
+                )
                 .unwrap();
             tx.commit().unwrap();
         }

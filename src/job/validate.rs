@@ -14,10 +14,7 @@ use super::*;
 pub fn parse_job(file: &str, text: &str) -> Result<JobSpec, JobError> {
     let v = Validator { file, text };
     let raw: RawJob = toml::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         JobError {
             file: file.to_string(),
             line,
@@ -208,11 +205,7 @@ impl Validator<'_> {
                 return Err(self.err(0..0, "sink", "a subscribe job needs a [sink] section"))
             }
             (_, Some(s)) => {
-                return Err(self.err(
-                    s.span(),
-                    "sink",
-                    "[sink] is only for mode = \"subscribe\"",
-                ))
+                return Err(self.err(s.span(), "sink", "[sink] is only for mode = \"subscribe\""))
             }
             (_, None) => None,
         };
@@ -260,11 +253,7 @@ impl Validator<'_> {
             }
             (Some(e), None) => {
                 if e.get_ref().is_empty() {
-                    return Err(self.err(
-                        e.span(),
-                        &field("password_env"),
-                        "empty variable name",
-                    ));
+                    return Err(self.err(e.span(), &field("password_env"), "empty variable name"));
                 }
                 PasswordSource::Env(e.into_inner())
             }
@@ -295,7 +284,9 @@ impl Validator<'_> {
                 return Err(self.err(
                     span,
                     &field("tls"),
-                    format!("unknown value {other:?}; expected disabled | prefer | required | verify"),
+                    format!(
+                        "unknown value {other:?}; expected disabled | prefer | required | verify"
+                    ),
                 ))
             }
         };
@@ -453,7 +444,10 @@ impl Validator<'_> {
             self.err(
                 v.span(),
                 field,
-                format!("{:?} is not a duration like \"30s\" or \"1h\": {e}", v.get_ref()),
+                format!(
+                    "{:?} is not a duration like \"30s\" or \"1h\": {e}",
+                    v.get_ref()
+                ),
             )
         })
     }

@@ -58,13 +58,17 @@ fn toml_syntax_error_names_file_and_line() {
 fn unknown_key_names_the_field() {
     let (source, target) = shared();
     let tmp = temp_dir("unknown");
-    let text_job = job_with(source, target.port, "full", "t").replace("[target]", "[target]\nhots = \"x\"");
+    let text_job =
+        job_with(source, target.port, "full", "t").replace("[target]", "[target]\nhots = \"x\"");
     let job = write_job(tmp.path(), &text_job);
     let out = run(ferry(&tmp.path().join("state")).arg("check").arg(&job));
     no_panic(&out);
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
-    assert!(t.contains("unknown field `hots`") && t.contains("job.toml:10:1"), "{t}");
+    assert!(
+        t.contains("unknown field `hots`") && t.contains("job.toml:10:1"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -76,21 +80,33 @@ fn wrong_password_fails_and_is_never_shown() {
     let job = write_job(tmp.path(), &job_with(source, target.port, "full", "t"));
     let wrong = "Wr0ng-pa55-Zebra";
     for cmd in ["check", "run"] {
-        let out = run(ferry(&state).arg(cmd).arg(&job).env("FERRY_SRC_PASSWORD", wrong));
+        let out = run(ferry(&state)
+            .arg(cmd)
+            .arg(&job)
+            .env("FERRY_SRC_PASSWORD", wrong));
         no_panic(&out);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let t = text(&out);
         assert!(t.contains("Access denied"), "{t}");
-        assert!(!t.contains(wrong) && !t.contains(PASSWORD), "a password leaked: {t}");
+        assert!(
+            !t.contains(wrong) && !t.contains(PASSWORD),
+            "a password leaked: {t}"
+        );
     }
     for entry in std::fs::read_dir(state.join("logs")).expect("logs") {
         let log = std::fs::read_to_string(entry.expect("entry").path()).expect("log");
         assert!(log.contains("Access denied"), "the log says why: {log}");
-        assert!(!log.contains(wrong) && !log.contains(PASSWORD), "a password leaked to the log");
+        assert!(
+            !log.contains(wrong) && !log.contains(PASSWORD),
+            "a password leaked to the log"
+        );
     }
     let db = std::fs::read(state.join("ferry.redb")).expect("state file");
     let hay = String::from_utf8_lossy(&db);
-    assert!(!hay.contains(wrong) && !hay.contains(PASSWORD), "a password leaked to the state");
+    assert!(
+        !hay.contains(wrong) && !hay.contains(PASSWORD),
+        "a password leaked to the state"
+    );
 }
 
 #[test]
@@ -98,10 +114,17 @@ fn missing_password_variable_says_which() {
     let (source, target) = shared();
     let tmp = temp_dir("noenv");
     let job = write_job(tmp.path(), &job_with(source, target.port, "full", "t"));
-    let out = run(ferry(&tmp.path().join("state")).arg("check").arg(&job).env_remove("FERRY_DST_PASSWORD"));
+    let out = run(ferry(&tmp.path().join("state"))
+        .arg("check")
+        .arg(&job)
+        .env_remove("FERRY_DST_PASSWORD"));
     no_panic(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("FERRY_DST_PASSWORD is not set"), "{}", text(&out));
+    assert!(
+        text(&out).contains("FERRY_DST_PASSWORD is not set"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -109,7 +132,10 @@ fn missing_table_fails_the_precheck_and_the_run() {
     prepare();
     let (source, target) = shared();
     let tmp = temp_dir("missing");
-    let job = write_job(tmp.path(), &job_with(source, target.port, "full", "no_such_table"));
+    let job = write_job(
+        tmp.path(),
+        &job_with(source, target.port, "full", "no_such_table"),
+    );
     let out = run(ferry(&tmp.path().join("state")).arg("check").arg(&job));
     no_panic(&out);
     assert_eq!(out.status.code(), Some(1));
@@ -156,7 +182,11 @@ fn source_without_binlog_warns_for_full_and_fails_for_cdc() {
     no_panic(&out);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("FAIL  source.binlog"), "{}", text(&out));
-    assert!(text(&out).contains("--log-bin"), "the fix is named: {}", text(&out));
+    assert!(
+        text(&out).contains("--log-bin"),
+        "the fix is named: {}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -169,14 +199,27 @@ fn missing_privileges_print_the_grant() {
          GRANT SELECT ON bad_src.* TO 'weak'@'localhost';",
     );
     let tmp = temp_dir("grants");
-    let job_text = job_with(source, target.port, "sync", "t").replacen("user = \"ferry\"", "user = \"weak\"", 1);
+    let job_text = job_with(source, target.port, "sync", "t").replacen(
+        "user = \"ferry\"",
+        "user = \"weak\"",
+        1,
+    );
     let job = write_job(tmp.path(), &job_text);
-    let out = run(ferry(&tmp.path().join("state")).arg("check").arg(&job).env("FERRY_SRC_PASSWORD", "weak-pw"));
+    let out = run(ferry(&tmp.path().join("state"))
+        .arg("check")
+        .arg(&job)
+        .env("FERRY_SRC_PASSWORD", "weak-pw"));
     no_panic(&out);
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
-    assert!(t.contains("GRANT SHOW VIEW, TRIGGER ON `bad_src`.* TO 'weak'@'localhost';"), "{t}");
-    assert!(t.contains("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'weak'@'localhost';"), "{t}");
+    assert!(
+        t.contains("GRANT SHOW VIEW, TRIGGER ON `bad_src`.* TO 'weak'@'localhost';"),
+        "{t}"
+    );
+    assert!(
+        t.contains("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'weak'@'localhost';"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -189,13 +232,20 @@ fn non_empty_target_table_fails_unless_existing_rows_allows() {
     );
     let tmp = temp_dir("nonempty");
     let base = job_with(source, target.port, "full", "t");
-    let out = run(ferry(&tmp.path().join("s1")).arg("check").arg(write_job(tmp.path(), &base)));
+    let out = run(ferry(&tmp.path().join("s1"))
+        .arg("check")
+        .arg(write_job(tmp.path(), &base)));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("FAIL  target.rows"), "{}", text(&out));
     // skip: the target's rows win, the run succeeds and leaves row 2 alone.
     let skip = format!("{base}\n[full]\nexisting_rows = \"skip\"\n");
-    let out = run(ferry(&tmp.path().join("s2")).arg("run").arg(write_job(tmp.path(), &skip)));
+    let out = run(ferry(&tmp.path().join("s2"))
+        .arg("run")
+        .arg(write_job(tmp.path(), &skip)));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(target.sql("SELECT GROUP_CONCAT(id ORDER BY id) FROM bad_src.t"), "1,2");
+    assert_eq!(
+        target.sql("SELECT GROUP_CONCAT(id ORDER BY id) FROM bad_src.t"),
+        "1,2"
+    );
     target.sql("DROP DATABASE bad_src");
 }

@@ -17,9 +17,13 @@ pub fn run_case(name: &str) {
     source.sql_file(&dir.join("src_prepare.sql"));
     let dst_prepare = dir.join("dst_prepare.sql");
     let template = std::fs::read_to_string(dir.join("job.toml")).expect("job.toml");
-    let spec = ferry::job::parse_job(name, &job_text(&template, source, target.port)).expect("case job parses");
+    let spec = ferry::job::parse_job(name, &job_text(&template, source, target.port))
+        .expect("case job parses");
     for sel in &spec.select {
-        target.sql(&format!("DROP DATABASE IF EXISTS `{}`", sel.target_database));
+        target.sql(&format!(
+            "DROP DATABASE IF EXISTS `{}`",
+            sel.target_database
+        ));
     }
     if dst_prepare.exists() {
         target.sql_file(&dst_prepare);
@@ -27,7 +31,11 @@ pub fn run_case(name: &str) {
     let tmp = temp_dir(name);
     let job = write_job(tmp.path(), &job_text(&template, source, target.port));
     let out = run(ferry(&tmp.path().join("state")).arg("run").arg(&job));
-    assert!(out.status.success(), "case {name}: ferry run failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "case {name}: ferry run failed:\n{}",
+        text(&out)
+    );
     for sel in &spec.select {
         let listed = source.sql(&format!(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' \
@@ -36,7 +44,13 @@ pub fn run_case(name: &str) {
         ));
         let mut selected: Vec<&str> = listed.lines().filter(|t| sel.matches(t)).collect();
         selected.sort();
-        assert_same(source, &sel.database, target, &sel.target_database, Some(&selected));
+        assert_same(
+            source,
+            &sel.database,
+            target,
+            &sel.target_database,
+            Some(&selected),
+        );
         if !dst_prepare.exists() {
             // A fresh target holds the selected tables and nothing else.
             let on_target = target.sql(&format!(
@@ -72,7 +86,10 @@ fn every_case_directory_has_a_test() {
     dirs.sort();
     let mut listed: Vec<&str> = CASES.to_vec();
     listed.sort();
-    assert_eq!(dirs, listed, "add the new case to the cases! list in tests/it/cases.rs");
+    assert_eq!(
+        dirs, listed,
+        "add the new case to the cases! list in tests/it/cases.rs"
+    );
 }
 
 #[test]
@@ -84,7 +101,10 @@ fn rename_filter_rewrites_cross_database_references() {
          WHERE TABLE_SCHEMA = 'rf_other' AND REFERENCED_TABLE_SCHEMA IS NOT NULL",
     );
     assert_eq!(fk, "rf_shop_copy");
-    assert_eq!(target.sql("SELECT COUNT(*) FROM rf_other.big_orders"), "100");
+    assert_eq!(
+        target.sql("SELECT COUNT(*) FROM rf_other.big_orders"),
+        "100"
+    );
 }
 
 #[test]
@@ -131,7 +151,9 @@ chunk_rows = 1000
         ("triggers", "TRIGGERS", "TRIGGER_SCHEMA"),
     ] {
         let count = |server: &Server, db: &str| {
-            server.sql(&format!("SELECT COUNT(*) FROM information_schema.{table} WHERE {column} = '{db}'"))
+            server.sql(&format!(
+                "SELECT COUNT(*) FROM information_schema.{table} WHERE {column} = '{db}'"
+            ))
         };
         let (a, b) = (count(source, "sakila"), count(target, "sakila_copy"));
         assert_ne!(a, "0", "sakila has {what}");
@@ -162,7 +184,9 @@ chunk_rows = 1000
         "1"
     );
     // The routines run.
-    assert!(!target.sql("SELECT sakila_copy.inventory_in_stock(1)").is_empty());
+    assert!(!target
+        .sql("SELECT sakila_copy.inventory_in_stock(1)")
+        .is_empty());
 }
 
 #[test]
@@ -178,8 +202,12 @@ fn the_comparison_catches_a_changed_value() {
          CREATE TABLE cmp_dst.t (id INT PRIMARY KEY, v DATETIME(6)); \
          INSERT INTO cmp_dst.t VALUES (1, '2024-01-01 00:00:00.000002'), (2, NULL);",
     );
-    let caught = std::panic::catch_unwind(|| assert_same(source, "cmp_src", target, "cmp_dst", None));
-    assert!(caught.is_err(), "a 1-microsecond difference must be reported");
+    let caught =
+        std::panic::catch_unwind(|| assert_same(source, "cmp_src", target, "cmp_dst", None));
+    assert!(
+        caught.is_err(),
+        "a 1-microsecond difference must be reported"
+    );
     target.sql("UPDATE cmp_dst.t SET v = '2024-01-01 00:00:00.000001' WHERE id = 1");
     assert_same(source, "cmp_src", target, "cmp_dst", None);
 }

@@ -18,7 +18,10 @@ pub use server::{shared, Server, PASSWORD};
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -112,7 +115,13 @@ async fn tables(c: &mut mysql_async::Conn, db: &str) -> Vec<String> {
 
 /// Asserts that `dst_db` on the target holds exactly the rows of `src_db`
 /// on the source, table by table (only `only` tables when given).
-pub fn assert_same(source: &Server, src_db: &str, target: &Server, dst_db: &str, only: Option<&[&str]>) {
+pub fn assert_same(
+    source: &Server,
+    src_db: &str,
+    target: &Server,
+    dst_db: &str,
+    only: Option<&[&str]>,
+) {
     rt().block_on(async {
         let mut s = conn(source).await;
         let mut t = conn(target).await;
@@ -123,7 +132,10 @@ pub fn assert_same(source: &Server, src_db: &str, target: &Server, dst_db: &str,
         assert!(!names.is_empty(), "no tables in {src_db}");
         let on_target = tables(&mut t, dst_db).await;
         for name in &names {
-            assert!(on_target.contains(name), "{dst_db}.{name} missing on the target");
+            assert!(
+                on_target.contains(name),
+                "{dst_db}.{name} missing on the target"
+            );
             let a = rows(&mut s, src_db, name).await;
             let b = rows(&mut t, dst_db, name).await;
             if a != b {

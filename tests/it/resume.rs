@@ -71,7 +71,10 @@ fn target_rows(db: &str) -> u64 {
     if have != "1" {
         return 0;
     }
-    target.sql(&format!("SELECT COUNT(*) FROM {db}.big")).parse().unwrap_or(0)
+    target
+        .sql(&format!("SELECT COUNT(*) FROM {db}.big"))
+        .parse()
+        .unwrap_or(0)
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -92,12 +95,17 @@ fn kill_9_twice_then_resume_copies_each_chunk_once() {
     let job = job(tmp.path(), "crash", "crash", 15000);
     for threshold in [4000, 12000] {
         let mut child = spawn(&state, &job);
-        wait_until(Duration::from_secs(60), "rows on the target", || target_rows(&dst) >= threshold);
+        wait_until(Duration::from_secs(60), "rows on the target", || {
+            target_rows(&dst) >= threshold
+        });
         signal(&child, "KILL");
         let _ = child.wait();
     }
     let before = target_rows(&dst);
-    assert!(before < 30000, "the load finished before the crash; slow it down");
+    assert!(
+        before < 30000,
+        "the load finished before the crash; slow it down"
+    );
     let out = run(ferry(&state).arg("run").arg(&job));
     let log = text(&out);
     assert!(out.status.success(), "{log}");
@@ -124,13 +132,18 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
     let state = tmp.path().join("state");
     let job = job(tmp.path(), "term", "term", 10000);
     let mut child = spawn(&state, &job);
-    wait_until(Duration::from_secs(60), "rows on the target", || target_rows(&dst) >= 2000);
+    wait_until(Duration::from_secs(60), "rows on the target", || {
+        target_rows(&dst) >= 2000
+    });
 
     // A second runner on the same state dir is refused, naming the owner.
     let second = run(ferry(&state).arg("run").arg(&job));
     assert_eq!(second.status.code(), Some(2), "{}", text(&second));
     assert!(
-        text(&second).contains(&format!("in use by another ferry runner (pid {})", child.id())),
+        text(&second).contains(&format!(
+            "in use by another ferry runner (pid {})",
+            child.id()
+        )),
         "{}",
         text(&second)
     );
@@ -141,7 +154,10 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "no exit within 10 s of SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit within 10 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = child.wait_with_output().expect("output");
@@ -149,7 +165,7 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
     assert!(text(&out).contains("stopped"), "{}", text(&out));
     assert!(target_rows(&dst) < 30000);
 
-    let out = run(ferry(&state).arg("run").arg(&job.clone()));
+    let out = run(ferry(&state).arg("run").arg(&job));
     assert!(out.status.success(), "{}", text(&out));
     let (source, target) = shared();
     assert_same(source, "term_src", target, &dst, None);

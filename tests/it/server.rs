@@ -51,7 +51,11 @@ fn template() -> &'static Path {
             .arg(format!("--user={user}"))
             .output()
             .expect("mariadb-install-db runs (is mariadb-server installed?)");
-        assert!(out.status.success(), "install-db: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         watch_and_remove(None, &dir);
         dir
     })
@@ -60,18 +64,22 @@ fn template() -> &'static Path {
 /// Kills `pid` and removes `dir` once this test process has exited.
 fn watch_and_remove(pid: Option<u32>, dir: &Path) {
     let me = std::process::id();
-    let kill = pid.map(|p| format!("kill -9 {p} 2>/dev/null;")).unwrap_or_default();
+    let kill = pid
+        .map(|p| format!("kill -9 {p} 2>/dev/null;"))
+        .unwrap_or_default();
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 0.3; done; {kill} sleep 0.5; rm -rf '{}'",
         dir.display()
     );
-    Command::new("sh")
+    // Outlives this process on purpose, so it is never waited on.
+    let watchdog = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("watchdog");
+    std::mem::forget(watchdog);
 }
 
 pub struct Options {
@@ -113,11 +121,12 @@ impl Server {
                 "--skip-log-bin",
             ]);
         if opts.binlog {
-            cmd.arg(format!("--log-bin={}/binlog", dir.display())).args([
-                "--binlog-format=ROW",
-                "--binlog-row-image=FULL",
-                "--binlog-row-metadata=FULL",
-            ]);
+            cmd.arg(format!("--log-bin={}/binlog", dir.display()))
+                .args([
+                    "--binlog-format=ROW",
+                    "--binlog-row-image=FULL",
+                    "--binlog-row-metadata=FULL",
+                ]);
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -130,9 +139,11 @@ impl Server {
         std::mem::forget(child);
         watch_and_remove(Some(pid), &dir);
         let server = Server { port, dir, pid };
-        wait_until(Duration::from_secs(60), "the server to accept connections", || {
-            server.sql_ok("SELECT 1")
-        });
+        wait_until(
+            Duration::from_secs(60),
+            "the server to accept connections",
+            || server.sql_ok("SELECT 1"),
+        );
         server.sql(&format!(
             "DELETE FROM mysql.global_priv WHERE User = ''; FLUSH PRIVILEGES; \
              CREATE USER 'ferry'@'%' IDENTIFIED BY '{PASSWORD}'; \
@@ -144,8 +155,13 @@ impl Server {
 
     fn client(&self) -> Command {
         let mut c = Command::new("mariadb");
-        c.args(["--no-defaults", "--default-character-set=utf8mb4", "-h127.0.0.1", "-uroot"])
-            .arg(format!("-P{}", self.port));
+        c.args([
+            "--no-defaults",
+            "--default-character-set=utf8mb4",
+            "-h127.0.0.1",
+            "-uroot",
+        ])
+        .arg(format!("-P{}", self.port));
         c
     }
 
@@ -189,7 +205,8 @@ impl Server {
     }
 
     pub fn sql_file(&self, path: &Path) {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         self.sql(&text);
     }
 
