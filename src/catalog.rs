@@ -15,6 +15,8 @@ pub enum ColumnKind {
     Plain,
     /// DECIMAL: exact text, written unquoted.
     Decimal,
+    /// YEAR: a number, but as text `0` would mean 2000, so 0 is `0000`.
+    Year,
     /// Character data in the connection charset (utf8mb4), written quoted.
     Text,
     /// Bytes written as a hex literal: binary strings, BLOB, BIT, spatial.
@@ -33,8 +35,9 @@ impl ColumnKind {
                 ColumnKind::Binary
             }
             "json" => ColumnKind::Json,
+            "year" => ColumnKind::Year,
             "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "float"
-            | "double" | "real" | "year" | "date" | "datetime" | "timestamp" | "time" => {
+            | "double" | "real" | "date" | "datetime" | "timestamp" | "time" => {
                 ColumnKind::Plain
             }
             _ => ColumnKind::Text,

@@ -111,6 +111,8 @@ pub struct Connector {
     role: Role,
     endpoint: Arc<Endpoint>,
     tls_works: Arc<OnceLock<bool>>,
+    /// Extra statements run when each session opens.
+    session: Vec<String>,
 }
 
 impl Connector {
@@ -119,7 +121,14 @@ impl Connector {
             role,
             endpoint: Arc::new(endpoint.clone()),
             tls_works: Arc::new(OnceLock::new()),
+            session: Vec::new(),
         }
+    }
+
+    /// The same server, with `statement` run at the start of every session.
+    pub fn with_session(mut self, statement: impl Into<String>) -> Self {
+        self.session.push(statement.into());
+        self
     }
 
     pub fn role(&self) -> Role {
@@ -139,6 +148,7 @@ impl Connector {
         if self.role == Role::Target {
             init.push("SET foreign_key_checks = 0".into());
         }
+        init.extend(self.session.iter().cloned());
         let mut b = OptsBuilder::default()
             .ip_or_hostname(ep.host.clone())
             .tcp_port(ep.port)

@@ -39,6 +39,8 @@ pub enum FullError {
         limit: usize,
         suggest: usize,
     },
+    #[error("the target changed values of {table} while loading them: {warnings}")]
+    LoadWarnings { table: String, warnings: String },
     #[error("stopped")]
     Cancelled,
 }
@@ -121,15 +123,30 @@ pub struct Load<'a> {
     pub cancel: CancellationToken,
 }
 
+/// How batches reach the target: `LOAD DATA LOCAL INFILE` streams (about
+/// 15% less target CPU per row than INSERT), or multi-row INSERTs where the
+/// target has `local_infile` off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMethod {
+    LoadData,
+    Insert,
+}
+
 /// The statements that copy one table, built once.
 struct TableCopy {
     id: String,
     select: String,
     key_columns: Vec<String>,
     kinds: Vec<ColumnKind>,
-    insert_prefix: Vec<u8>,
+    method: WriteMethod,
+    /// `INSERT INTO t (..) VALUES ` (Insert), or empty (LoadData).
+    batch_prefix: Vec<u8>,
+    /// The LOAD DATA statement (LoadData).
+    load_sql: String,
     /// Before copying a keyless table again, empty it on the target.
     reset_sql: Option<String>,
+    /// existing_rows = "skip": duplicates are expected and ignored.
+    skips_duplicates: bool,
     progress: Arc<TableProgress>,
 }
 
@@ -287,40 +304,40 @@ fn range_condition(
 /// Copies every chunk not yet done. Returns when all are done, on the first
 /// error, or when `cancel` fires (with [`FullError::Cancelled`]).
 pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()> {
-    let mut queue = VecDeque::new();
+    let (packet, method) = target_limits(load).await?;
+    // Chunks of different tables interleaved, so concurrent workers seldom
+    // contend for the same table (its AUTO_INCREMENT lock, its index pages).
+    let mut per_table: Vec<VecDeque<Task>> = Vec::new();
     for (t, p) in load.tables.iter().zip(progress) {
         if p.done.load(Ordering::Relaxed) {
             continue;
         }
-        let copy = Arc::new(table_copy(load, t, p.clone()));
-        for (i, chunk) in load
-            .store
-            .chunks(&load.job.name, &copy.id)?
-            .into_iter()
-            .enumerate()
-        {
-            if !chunk.done {
-                queue.push_back(Task {
+        let copy = Arc::new(table_copy(load, t, p.clone(), method));
+        let chunks = load.store.chunks(&load.job.name, &copy.id)?;
+        per_table.push(
+            chunks
+                .into_iter()
+                .enumerate()
+                .filter(|(_, c)| !c.done)
+                .map(|(i, chunk)| Task {
                     table: copy.clone(),
                     index: i as u32,
                     chunk,
-                });
+                })
+                .collect(),
+        );
+    }
+    let mut queue = VecDeque::new();
+    while per_table.iter().any(|q| !q.is_empty()) {
+        for q in per_table.iter_mut() {
+            if let Some(task) = q.pop_front() {
+                queue.push_back(task);
             }
         }
     }
     if queue.is_empty() {
         return Ok(());
     }
-    let packet = {
-        let mut c = load.target.connect().await?;
-        let p = db::variable(&mut c, "max_allowed_packet")
-            .await
-            .map_err(load.target.query_err("reading max_allowed_packet"))?
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(4 << 20);
-        let _ = c.disconnect().await;
-        p
-    };
     let queue = Arc::new(Mutex::new(queue));
     let workers = load.job.full.threads.max(1);
     let mut set = Vec::new();
@@ -343,7 +360,27 @@ pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()>
     Ok(())
 }
 
-fn table_copy(load: &Load<'_>, t: &Table, progress: Arc<TableProgress>) -> TableCopy {
+/// The target's max_allowed_packet, and whether it accepts LOAD DATA LOCAL.
+async fn target_limits(load: &Load<'_>) -> Result<(usize, WriteMethod)> {
+    let mut c = load.target.connect().await?;
+    let packet = db::variable(&mut c, "max_allowed_packet")
+        .await
+        .map_err(load.target.query_err("reading max_allowed_packet"))?
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(4 << 20);
+    let local_infile = db::variable(&mut c, "local_infile")
+        .await
+        .map_err(load.target.query_err("reading local_infile"))?;
+    let _ = c.disconnect().await;
+    let method = match local_infile.as_deref() {
+        Some(v) if v.eq_ignore_ascii_case("ON") || v == "1" => WriteMethod::LoadData,
+        _ => WriteMethod::Insert,
+    };
+    tracing::info!(packet, ?method, "target limits");
+    Ok((packet, method))
+}
+
+fn table_copy(load: &Load<'_>, t: &Table, progress: Arc<TableProgress>, method: WriteMethod) -> TableCopy {
     let cols: Vec<&crate::catalog::Column> = t.copied_columns().collect();
     let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
     let (select, key_columns) = match &t.key {
@@ -362,11 +399,7 @@ fn table_copy(load: &Load<'_>, t: &Table, progress: Arc<TableProgress>) -> Table
             k.columns.clone(),
         ),
         None => (
-            format!(
-                "SELECT {} FROM {}",
-                names.join(", "),
-                qualified(&t.db, &t.name)
-            ),
+            format!("SELECT {} FROM {}", names.join(", "), qualified(&t.db, &t.name)),
             Vec::new(),
         ),
     };
@@ -374,27 +407,56 @@ fn table_copy(load: &Load<'_>, t: &Table, progress: Arc<TableProgress>) -> Table
     // before a crash, so keyed chunks are written with REPLACE (on rows the
     // job itself wrote), and keyless tables are emptied first (they are
     // copied whole). Other existing_rows modes decide for themselves.
-    let verb = match (load.job.full.existing_rows, t.key.is_some()) {
-        (ExistingRows::Overwrite, _) => "REPLACE",
-        (ExistingRows::Skip, _) => "INSERT IGNORE",
-        (ExistingRows::Error, true) => "REPLACE",
-        (ExistingRows::Error, false) => "INSERT",
+    let (verb, modifier) = match (load.job.full.existing_rows, t.key.is_some()) {
+        (ExistingRows::Overwrite, _) | (ExistingRows::Error, true) => ("REPLACE", "REPLACE"),
+        (ExistingRows::Skip, _) => ("INSERT IGNORE", "IGNORE"),
+        (ExistingRows::Error, false) => ("INSERT", ""),
     };
     let reset_sql = (t.key.is_none() && load.job.full.existing_rows == ExistingRows::Error)
         .then(|| format!("DELETE FROM {}", qualified(&t.target_db, &t.name)));
-    let insert_prefix = format!(
-        "{verb} INTO {} ({}) VALUES ",
-        qualified(&t.target_db, &t.name),
-        names.join(", ")
-    )
-    .into_bytes();
+    let target_table = qualified(&t.target_db, &t.name);
+    let batch_prefix = match method {
+        WriteMethod::Insert => {
+            format!("{verb} INTO {target_table} ({}) VALUES ", names.join(", ")).into_bytes()
+        }
+        WriteMethod::LoadData => Vec::new(),
+    };
+    // Binary values travel as hex into user variables, so no byte is ever
+    // reinterpreted in a character set.
+    let fields: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c.kind {
+            ColumnKind::Binary => format!("@b{i}"),
+            _ => quote_ident(&c.name),
+        })
+        .collect();
+    let sets: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind == ColumnKind::Binary)
+        .map(|(i, c)| format!("{} = UNHEX(@b{i})", quote_ident(&c.name)))
+        .collect();
+    let load_sql = format!(
+        "LOAD DATA LOCAL INFILE 'ferry' {modifier} INTO TABLE {target_table} CHARACTER SET utf8mb4 \
+         FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){}",
+        fields.join(", "),
+        if sets.is_empty() {
+            String::new()
+        } else {
+            format!(" SET {}", sets.join(", "))
+        }
+    );
     TableCopy {
         id: t.id(),
         select,
         key_columns,
         kinds: cols.iter().map(|c| c.kind).collect(),
-        insert_prefix,
+        method,
+        batch_prefix,
+        load_sql,
         reset_sql,
+        skips_duplicates: load.job.full.existing_rows == ExistingRows::Skip,
         progress,
     }
 }
@@ -430,7 +492,7 @@ async fn worker(load: &Load<'_>, queue: Arc<Mutex<VecDeque<Task>>>, packet: usiz
 }
 
 enum Msg {
-    /// One INSERT statement and the rows it holds.
+    /// One batch (an INSERT statement or LOAD DATA input) and its rows.
     Rows(Vec<u8>, u64),
     /// Commit what came so far (keyless tables, which have no chunks).
     Commit,
@@ -490,8 +552,8 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
     Ok(())
 }
 
-/// Streams the chunk's rows into INSERT statements of at most `packet`
-/// bytes (less headroom) and sends them to the writer.
+/// Streams the chunk's rows into batches of at most `packet` bytes (less
+/// headroom) and sends them to the writer.
 async fn read_chunk(
     load: &Load<'_>,
     src: &mut Conn,
@@ -517,57 +579,73 @@ async fn read_chunk(
         .await
         .map_err(load.source.query_err(format!("reading {}", t.id)))?;
 
-    let mut buf: Vec<u8> = Vec::with_capacity(batch_target + (64 << 10));
+    let new_batch = || {
+        let mut b = Vec::with_capacity(batch_target + (64 << 10));
+        b.extend_from_slice(&t.batch_prefix);
+        b
+    };
+    let mut buf = new_batch();
     let mut in_batch = 0u64;
     let mut total = 0u64;
     let mut since_commit = 0u64;
     let keyless = t.key_columns.is_empty();
-    let mut row_start;
-    loop {
-        let row = result
-            .next()
-            .await
-            .map_err(load.source.query_err(format!("reading {}", t.id)))?;
-        let Some(row) = row else { break };
-        if in_batch == 0 {
-            buf.clear();
-            buf.extend_from_slice(&t.insert_prefix);
-        } else {
-            buf.push(b',');
-        }
-        row_start = buf.len();
-        buf.push(b'(');
+    while let Some(row) = result
+        .next()
+        .await
+        .map_err(load.source.query_err(format!("reading {}", t.id)))?
+    {
+        let row_start = buf.len();
         let values = row.unwrap();
-        for (i, v) in values.iter().enumerate() {
-            if i > 0 {
-                buf.push(b',');
+        match t.method {
+            WriteMethod::Insert => {
+                if in_batch > 0 {
+                    buf.push(b',');
+                }
+                buf.push(b'(');
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    sql::push_literal(&mut buf, v, t.kinds[i]);
+                }
+                buf.push(b')');
             }
-            sql::push_literal(&mut buf, v, t.kinds[i]);
+            WriteMethod::LoadData => {
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b'\t');
+                    }
+                    sql::push_tsv_field(&mut buf, v, t.kinds[i]);
+                }
+                buf.push(b'\n');
+            }
         }
-        buf.push(b')');
         in_batch += 1;
         total += 1;
         if buf.len() > limit {
-            let row_len = buf.len() - row_start + t.insert_prefix.len();
-            if row_len > limit {
+            // This row does not fit: send the rows before it, and start the
+            // next batch with it (alone it must fit).
+            let skip = usize::from(t.method == WriteMethod::Insert && in_batch > 1);
+            let row_bytes = buf[row_start + skip..].to_vec();
+            if t.batch_prefix.len() + row_bytes.len() > limit {
+                let size = t.batch_prefix.len() + row_bytes.len();
                 return Err(FullError::RowTooLarge {
                     table: t.id.clone(),
-                    size: row_len,
+                    size,
                     limit: packet,
-                    suggest: (row_len * 2).next_power_of_two(),
+                    suggest: (size * 2).next_power_of_two(),
                 });
             }
-            // Send what came before this row; it starts the next statement.
-            let row_bytes = buf[row_start..].to_vec();
-            buf.truncate(row_start - 1);
-            send(load, &tx, std::mem::take(&mut buf), in_batch - 1).await?;
-            buf.extend_from_slice(&t.insert_prefix);
+            buf.truncate(row_start);
+            send(load, &tx, std::mem::replace(&mut buf, new_batch()), in_batch - 1).await?;
             buf.extend_from_slice(&row_bytes);
             in_batch = 1;
         }
-        if buf.len() >= batch_target {
-            send(load, &tx, std::mem::take(&mut buf), in_batch).await?;
-            buf.reserve(batch_target + (64 << 10));
+        // Under a throttle, batches of at most a fifth of a second of rows
+        // keep the rate smooth.
+        let rate = load.limit.get();
+        if buf.len() >= batch_target || (rate > 0 && in_batch >= (rate / 5).max(1)) {
+            send(load, &tx, std::mem::replace(&mut buf, new_batch()), in_batch).await?;
             since_commit += in_batch;
             in_batch = 0;
             if keyless && since_commit >= load.job.full.chunk_rows {
@@ -584,13 +662,13 @@ async fn read_chunk(
     Ok(total)
 }
 
-async fn send(load: &Load<'_>, tx: &mpsc::Sender<Msg>, stmt: Vec<u8>, rows: u64) -> Result<()> {
-    if load.cancel.is_cancelled() {
-        return Err(FullError::Cancelled);
+async fn send(load: &Load<'_>, tx: &mpsc::Sender<Msg>, batch: Vec<u8>, rows: u64) -> Result<()> {
+    tokio::select! {
+        _ = load.limit.acquire(rows) => {}
+        _ = load.cancel.cancelled() => return Err(FullError::Cancelled),
     }
-    load.limit.acquire(rows).await;
     // A closed channel means the writer failed; its error is the one to report.
-    tx.send(Msg::Rows(stmt, rows))
+    tx.send(Msg::Rows(batch, rows))
         .await
         .map_err(|_| FullError::Cancelled)
 }
@@ -601,12 +679,46 @@ async fn write_batches(
     t: &TableCopy,
     mut rx: mpsc::Receiver<Msg>,
 ) -> Result<()> {
+    let context = || format!("writing {}", t.id);
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Rows(stmt, rows) => {
-                dst.query_drop(stmt)
-                    .await
-                    .map_err(load.target.query_err(format!("writing {}", t.id)))?;
+            Msg::Rows(batch, rows) => {
+                match t.method {
+                    WriteMethod::Insert => dst
+                        .query_drop(batch)
+                        .await
+                        .map_err(load.target.query_err(context()))?,
+                    WriteMethod::LoadData => {
+                        let data = bytes::Bytes::from(batch);
+                        dst.set_infile_handler(async move {
+                            let stream = futures_util::stream::once(async move { Ok(data) });
+                            Ok(Box::pin(stream) as mysql_async::InfileData)
+                        });
+                        dst.query_drop(&t.load_sql)
+                            .await
+                            .map_err(load.target.query_err(context()))?;
+                        // LOCAL turns conversion errors into warnings: any
+                        // warning but a skipped duplicate (existing_rows =
+                        // "skip") is a value that did not arrive exactly.
+                        if dst.get_warnings() > 0 {
+                            let warnings: Vec<(String, u32, String)> = dst
+                                .query("SHOW WARNINGS LIMIT 10")
+                                .await
+                                .map_err(load.target.query_err(context()))?;
+                            let bad: Vec<String> = warnings
+                                .into_iter()
+                                .filter(|(_, code, _)| *code != 1062 || !t.skips_duplicates)
+                                .map(|(_, code, msg)| format!("{code}: {msg}"))
+                                .collect();
+                            if !bad.is_empty() {
+                                return Err(FullError::LoadWarnings {
+                                    table: t.id.clone(),
+                                    warnings: bad.join("; "),
+                                });
+                            }
+                        }
+                    }
+                }
                 t.progress.rows_done.fetch_add(rows, Ordering::Relaxed);
             }
             Msg::Commit => {

@@ -98,7 +98,7 @@ fn live_line(t: &TableProgress) -> String {
         "?".into()
     };
     format!(
-        "{:<32} {:>10}/{:<10} {:>5.1}%  {:>9.0} rows/s  eta {}  chunks {}/{}",
+        "{:<24} {:>9}/{:<9} {:>5.1}% {:>7.0} rows/s eta {} ({}/{} chunks)",
         t.table,
         done,
         est,

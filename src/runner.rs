@@ -191,11 +191,15 @@ async fn attempt(
     info!(tables = catalog.tables.len(), "schema copied");
 
     store.set_job_state(&job.name, JobState::FullLoad, None)?;
+    let loader = match job.full.target_binlog {
+        true => target.clone(),
+        false => target.clone().with_session("SET SESSION sql_log_bin = 0"),
+    };
     let load = Load {
         job,
         tables: &catalog.tables,
         source: &source,
-        target: &target,
+        target: &loader,
         store,
         limit: Arc::new(RateLimit::new(job.full.rows_per_sec)),
         cancel: cancel.child_token(),

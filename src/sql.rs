@@ -101,6 +101,52 @@ pub fn push_quoted(buf: &mut Vec<u8>, b: &[u8]) {
     buf.push(b'\'');
 }
 
+/// Appends `v` as a field of LOAD DATA input (tab-separated, backslash
+/// escapes, `\N` for NULL, file character set utf8mb4). Binary columns are
+/// hex text, decoded by `UNHEX` in the statement.
+pub fn push_tsv_field(buf: &mut Vec<u8>, v: &Value, kind: ColumnKind) {
+    match v {
+        Value::NULL => buf.extend_from_slice(b"\\N"),
+        Value::Int(0) | Value::UInt(0) if kind == ColumnKind::Year => buf.extend_from_slice(b"0000"),
+        Value::Bytes(b) => match kind {
+            ColumnKind::Binary => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                buf.reserve(b.len() * 2);
+                for &c in b {
+                    buf.push(HEX[(c >> 4) as usize]);
+                    buf.push(HEX[(c & 15) as usize]);
+                }
+            }
+            _ => {
+                buf.reserve(b.len());
+                let mut start = 0;
+                for (i, &c) in b.iter().enumerate() {
+                    let esc: &[u8] = match c {
+                        0 => b"\\0",
+                        b'\t' => b"\\t",
+                        b'\n' => b"\\n",
+                        b'\\' => b"\\\\",
+                        _ => continue,
+                    };
+                    buf.extend_from_slice(&b[start..i]);
+                    buf.extend_from_slice(esc);
+                    start = i + 1;
+                }
+                buf.extend_from_slice(&b[start..]);
+            }
+        },
+        // Numbers, dates and times: the literal without its quotes.
+        other => {
+            let at = buf.len();
+            push_literal(buf, other, kind);
+            if buf.get(at) == Some(&b'\'') {
+                buf.remove(at);
+                buf.pop();
+            }
+        }
+    }
+}
+
 /// The bytes a literal for `v` takes, without building it (for batching).
 pub fn literal_len(v: &Value) -> usize {
     match v {
@@ -159,6 +205,28 @@ mod tests {
             lit(Value::Bytes(b"{\"a\":1}".to_vec()), ColumnKind::Json),
             "_utf8mb4'{\"a\":1}'"
         );
+    }
+
+    #[test]
+    fn tsv_fields() {
+        let tsv = |v: Value, kind| {
+            let mut b = Vec::new();
+            push_tsv_field(&mut b, &v, kind);
+            b
+        };
+        assert_eq!(tsv(Value::NULL, ColumnKind::Text), b"\\N");
+        assert_eq!(tsv(Value::Bytes(b"a\tb\nc\\\0".to_vec()), ColumnKind::Text), b"a\\tb\\nc\\\\\\0");
+        assert_eq!(tsv(Value::Bytes(b"N".to_vec()), ColumnKind::Text), b"N");
+        assert_eq!(tsv(Value::Bytes(vec![0, 0xAB]), ColumnKind::Binary), b"00AB");
+        assert_eq!(tsv(Value::Bytes(vec![]), ColumnKind::Binary), b"");
+        assert_eq!(tsv(Value::Int(-5), ColumnKind::Plain), b"-5");
+        assert_eq!(tsv(Value::Int(0), ColumnKind::Year), b"0000");
+        assert_eq!(tsv(Value::Int(2024), ColumnKind::Year), b"2024");
+        assert_eq!(
+            tsv(Value::Date(2024, 1, 2, 3, 4, 5, 6), ColumnKind::Plain),
+            b"2024-01-02 03:04:05.000006"
+        );
+        assert_eq!(tsv(Value::Time(true, 1, 2, 3, 4, 0), ColumnKind::Plain), b"-26:03:04");
     }
 
     #[test]

@@ -158,6 +158,10 @@ pub struct FullOptions {
     pub chunk_rows: u64,
     pub rows_per_sec: u64,
     pub existing_rows: ExistingRows,
+    /// Whether the target logs the loaded rows in its own binlog. `false`
+    /// (like myloader's default) saves target CPU, but the target's replicas
+    /// then miss the loaded rows; needs SUPER or BINLOG ADMIN.
+    pub target_binlog: bool,
 }
 
 impl Default for FullOptions {
@@ -167,6 +171,7 @@ impl Default for FullOptions {
             chunk_rows: 10_000,
             rows_per_sec: 0,
             existing_rows: ExistingRows::Error,
+            target_binlog: true,
         }
     }
 }

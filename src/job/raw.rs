@@ -54,6 +54,7 @@ pub struct RawFull {
     pub chunk_rows: Option<Spanned<i64>>,
     pub rows_per_sec: Option<Spanned<i64>>,
     pub existing_rows: Option<Spanned<String>>,
+    pub target_binlog: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

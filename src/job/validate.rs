@@ -135,6 +135,9 @@ impl Validator<'_> {
             if let Some(r) = f.rows_per_sec {
                 full.rows_per_sec = self.int_in(&r, "full.rows_per_sec", 0, i64::MAX)? as u64;
             }
+            if let Some(b) = f.target_binlog {
+                full.target_binlog = b;
+            }
             if let Some(e) = f.existing_rows {
                 full.existing_rows = match e.get_ref().as_str() {
                     "error" => ExistingRows::Error,

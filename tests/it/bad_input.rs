@@ -166,6 +166,7 @@ fn source_without_binlog_warns_for_full_and_fails_for_cdc() {
     let source = Server::start(server::Options {
         binlog: false,
         server_id: 7,
+        ..Default::default()
     });
     source.sql("CREATE DATABASE bad_src; CREATE TABLE bad_src.t (id INT PRIMARY KEY);");
     let (_, target) = shared();
@@ -224,14 +225,19 @@ fn missing_privileges_print_the_grant() {
 
 #[test]
 fn non_empty_target_table_fails_unless_existing_rows_allows() {
-    prepare();
+    // Its own database: other tests expect an empty target for bad_src.
     let (source, target) = shared();
+    source.sql(
+        "CREATE DATABASE IF NOT EXISTS bad_nonempty; \
+         CREATE TABLE IF NOT EXISTS bad_nonempty.t (id INT PRIMARY KEY); \
+         INSERT IGNORE INTO bad_nonempty.t VALUES (1);",
+    );
     target.sql(
-        "DROP DATABASE IF EXISTS bad_src; CREATE DATABASE bad_src; \
-         CREATE TABLE bad_src.t (id INT PRIMARY KEY); INSERT INTO bad_src.t VALUES (1), (2);",
+        "DROP DATABASE IF EXISTS bad_nonempty; CREATE DATABASE bad_nonempty; \
+         CREATE TABLE bad_nonempty.t (id INT PRIMARY KEY); INSERT INTO bad_nonempty.t VALUES (1), (2);",
     );
     let tmp = temp_dir("nonempty");
-    let base = job_with(source, target.port, "full", "t");
+    let base = job_with(source, target.port, "full", "t").replace("bad_src", "bad_nonempty");
     let out = run(ferry(&tmp.path().join("s1"))
         .arg("check")
         .arg(write_job(tmp.path(), &base)));
@@ -244,8 +250,7 @@ fn non_empty_target_table_fails_unless_existing_rows_allows() {
         .arg(write_job(tmp.path(), &skip)));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
-        target.sql("SELECT GROUP_CONCAT(id ORDER BY id) FROM bad_src.t"),
+        target.sql("SELECT GROUP_CONCAT(id ORDER BY id) FROM bad_nonempty.t"),
         "1,2"
     );
-    target.sql("DROP DATABASE bad_src");
 }

@@ -13,6 +13,10 @@ fn case_dir(name: &str) -> PathBuf {
 
 pub fn run_case(name: &str) {
     let (source, target) = shared();
+    run_case_on(name, source, target);
+}
+
+fn run_case_on(name: &str, source: &Server, target: &Server) {
     let dir = case_dir(name);
     source.sql_file(&dir.join("src_prepare.sql"));
     let dst_prepare = dir.join("dst_prepare.sql");
@@ -74,6 +78,25 @@ macro_rules! cases {
 }
 
 cases!(all_types, keys, existing_overwrite; also rename_filter);
+
+/// Where the target has `local_infile` off, Ferry writes multi-row INSERTs
+/// instead of LOAD DATA: the same cases, the other path.
+#[test]
+fn insert_path_when_local_infile_is_off() {
+    let source = Server::start(server::Options {
+        server_id: 11,
+        ..Default::default()
+    });
+    let target = Server::start(server::Options {
+        server_id: 12,
+        local_infile: false,
+        ..Default::default()
+    });
+    assert_eq!(target.sql("SELECT @@local_infile"), "0");
+    for case in ["all_types", "keys"] {
+        run_case_on(case, &source, &target);
+    }
+}
 
 #[test]
 fn every_case_directory_has_a_test() {
@@ -210,4 +233,61 @@ fn the_comparison_catches_a_changed_value() {
     );
     target.sql("UPDATE cmp_dst.t SET v = '2024-01-01 00:00:00.000001' WHERE id = 1");
     assert_same(source, "cmp_src", target, "cmp_dst", None);
+}
+
+/// Every Table_map event's table in the target's binlog, as `db.table`.
+fn binlogged_tables(target: &Server) -> String {
+    let logs = target.sql("SHOW BINARY LOGS");
+    let mut out = String::new();
+    for line in logs.lines() {
+        let file = line.split('\t').next().unwrap_or_default();
+        out.push_str(&target.sql(&format!("SHOW BINLOG EVENTS IN '{file}'")));
+    }
+    out
+}
+
+#[test]
+fn target_binlog_false_keeps_loaded_rows_out_of_the_target_binlog() {
+    let (source, target) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS tb_src; CREATE DATABASE tb_src; \
+         CREATE TABLE tb_src.t (id INT PRIMARY KEY, v INT); \
+         USE tb_src; INSERT INTO t SELECT seq, seq FROM seq_1_to_1000;",
+    );
+    for (db, logged) in [("tb_off", false), ("tb_on", true)] {
+        target.sql(&format!("DROP DATABASE IF EXISTS {db}"));
+        let tmp = temp_dir(db);
+        let job = job_text(
+            r#"
+name = "tb"
+mode = "full"
+[source]
+host = "127.0.0.1"
+port = {source_port}
+user = "ferry"
+password_env = "FERRY_SRC_PASSWORD"
+[target]
+host = "127.0.0.1"
+port = {target_port}
+user = "ferry"
+password_env = "FERRY_DST_PASSWORD"
+[[select]]
+database = "tb_src"
+rename = "DB"
+[full]
+target_binlog = LOGGED
+"#,
+            source,
+            target.port,
+        )
+        .replace("DB", db)
+        .replace("LOGGED", &logged.to_string());
+        let out = run(ferry(&tmp.path().join("state"))
+            .arg("run")
+            .arg(write_job(tmp.path(), &job)));
+        assert!(out.status.success(), "{}", text(&out));
+        assert_same(source, "tb_src", target, db, None);
+        let events = binlogged_tables(target);
+        assert_eq!(events.contains(&format!("({db}.t)")), logged, "{db}");
+    }
 }

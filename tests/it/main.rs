@@ -4,7 +4,7 @@
 mod bad_input;
 mod cases;
 mod resume;
-mod server;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

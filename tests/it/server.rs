@@ -85,6 +85,17 @@ fn watch_and_remove(pid: Option<u32>, dir: &Path) {
 pub struct Options {
     pub binlog: bool,
     pub server_id: u32,
+    pub local_infile: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            binlog: true,
+            server_id: 1,
+            local_infile: true,
+        }
+    }
 }
 
 impl Server {
@@ -120,6 +131,7 @@ impl Server {
                 "--innodb-flush-log-at-trx-commit=2",
                 "--skip-log-bin",
             ]);
+        cmd.arg(format!("--local-infile={}", u8::from(opts.local_infile)));
         if opts.binlog {
             cmd.arg(format!("--log-bin={}/binlog", dir.display()))
                 .args([
@@ -220,13 +232,10 @@ impl Server {
 pub fn shared() -> &'static (Server, Server) {
     static S: OnceLock<(Server, Server)> = OnceLock::new();
     S.get_or_init(|| {
-        let source = Server::start(Options {
-            binlog: true,
-            server_id: 1,
-        });
+        let source = Server::start(Options::default());
         let target = Server::start(Options {
-            binlog: true,
             server_id: 2,
+            ..Options::default()
         });
         (source, target)
     })
