@@ -37,9 +37,7 @@ impl ColumnKind {
             "json" => ColumnKind::Json,
             "year" => ColumnKind::Year,
             "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "float"
-            | "double" | "real" | "date" | "datetime" | "timestamp" | "time" => {
-                ColumnKind::Plain
-            }
+            | "double" | "real" | "date" | "datetime" | "timestamp" | "time" => ColumnKind::Plain,
             _ => ColumnKind::Text,
         }
     }

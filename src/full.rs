@@ -206,10 +206,9 @@ async fn split(load: &Load<'_>, t: &Table) -> Result<Vec<Chunk>> {
     let Some(key) = &t.key else {
         return Ok(vec![open]);
     };
+    // Always split, even when the statistics say the table is small: they
+    // can be far off, and one chunk is one target transaction.
     let n = load.job.full.chunk_rows;
-    if t.rows_estimate < n / 2 {
-        return Ok(vec![open]);
-    }
     let mut conn = load.source.connect().await?;
     let cols: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
     let base = format!(
@@ -380,7 +379,12 @@ async fn target_limits(load: &Load<'_>) -> Result<(usize, WriteMethod)> {
     Ok((packet, method))
 }
 
-fn table_copy(load: &Load<'_>, t: &Table, progress: Arc<TableProgress>, method: WriteMethod) -> TableCopy {
+fn table_copy(
+    load: &Load<'_>,
+    t: &Table,
+    progress: Arc<TableProgress>,
+    method: WriteMethod,
+) -> TableCopy {
     let cols: Vec<&crate::catalog::Column> = t.copied_columns().collect();
     let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
     let (select, key_columns) = match &t.key {
@@ -399,7 +403,11 @@ fn table_copy(load: &Load<'_>, t: &Table, progress: Arc<TableProgress>, method: 
             k.columns.clone(),
         ),
         None => (
-            format!("SELECT {} FROM {}", names.join(", "), qualified(&t.db, &t.name)),
+            format!(
+                "SELECT {} FROM {}",
+                names.join(", "),
+                qualified(&t.db, &t.name)
+            ),
             Vec::new(),
         ),
     };
@@ -637,7 +645,13 @@ async fn read_chunk(
                 });
             }
             buf.truncate(row_start);
-            send(load, &tx, std::mem::replace(&mut buf, new_batch()), in_batch - 1).await?;
+            send(
+                load,
+                &tx,
+                std::mem::replace(&mut buf, new_batch()),
+                in_batch - 1,
+            )
+            .await?;
             buf.extend_from_slice(&row_bytes);
             in_batch = 1;
         }
@@ -645,7 +659,13 @@ async fn read_chunk(
         // keep the rate smooth.
         let rate = load.limit.get();
         if buf.len() >= batch_target || (rate > 0 && in_batch >= (rate / 5).max(1)) {
-            send(load, &tx, std::mem::replace(&mut buf, new_batch()), in_batch).await?;
+            send(
+                load,
+                &tx,
+                std::mem::replace(&mut buf, new_batch()),
+                in_batch,
+            )
+            .await?;
             since_commit += in_batch;
             in_batch = 0;
             if keyless && since_commit >= load.job.full.chunk_rows {

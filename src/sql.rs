@@ -107,7 +107,9 @@ pub fn push_quoted(buf: &mut Vec<u8>, b: &[u8]) {
 pub fn push_tsv_field(buf: &mut Vec<u8>, v: &Value, kind: ColumnKind) {
     match v {
         Value::NULL => buf.extend_from_slice(b"\\N"),
-        Value::Int(0) | Value::UInt(0) if kind == ColumnKind::Year => buf.extend_from_slice(b"0000"),
+        Value::Int(0) | Value::UInt(0) if kind == ColumnKind::Year => {
+            buf.extend_from_slice(b"0000")
+        }
         Value::Bytes(b) => match kind {
             ColumnKind::Binary => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -215,9 +217,15 @@ mod tests {
             b
         };
         assert_eq!(tsv(Value::NULL, ColumnKind::Text), b"\\N");
-        assert_eq!(tsv(Value::Bytes(b"a\tb\nc\\\0".to_vec()), ColumnKind::Text), b"a\\tb\\nc\\\\\\0");
+        assert_eq!(
+            tsv(Value::Bytes(b"a\tb\nc\\\0".to_vec()), ColumnKind::Text),
+            b"a\\tb\\nc\\\\\\0"
+        );
         assert_eq!(tsv(Value::Bytes(b"N".to_vec()), ColumnKind::Text), b"N");
-        assert_eq!(tsv(Value::Bytes(vec![0, 0xAB]), ColumnKind::Binary), b"00AB");
+        assert_eq!(
+            tsv(Value::Bytes(vec![0, 0xAB]), ColumnKind::Binary),
+            b"00AB"
+        );
         assert_eq!(tsv(Value::Bytes(vec![]), ColumnKind::Binary), b"");
         assert_eq!(tsv(Value::Int(-5), ColumnKind::Plain), b"-5");
         assert_eq!(tsv(Value::Int(0), ColumnKind::Year), b"0000");
@@ -226,7 +234,10 @@ mod tests {
             tsv(Value::Date(2024, 1, 2, 3, 4, 5, 6), ColumnKind::Plain),
             b"2024-01-02 03:04:05.000006"
         );
-        assert_eq!(tsv(Value::Time(true, 1, 2, 3, 4, 0), ColumnKind::Plain), b"-26:03:04");
+        assert_eq!(
+            tsv(Value::Time(true, 1, 2, 3, 4, 0), ColumnKind::Plain),
+            b"-26:03:04"
+        );
     }
 
     #[test]

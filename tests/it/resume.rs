@@ -170,3 +170,46 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
     let (source, target) = shared();
     assert_same(source, "term_src", target, &dst, None);
 }
+
+#[test]
+fn dropped_connections_are_retried_and_nothing_is_lost() {
+    let dst = prepare("drop");
+    let tmp = temp_dir("drop");
+    let state = tmp.path().join("state");
+    let job = job(tmp.path(), "drop", "drop", 20000);
+    let mut child = spawn(&state, &job);
+    let (source, target) = shared();
+    wait_until(Duration::from_secs(60), "rows on the target", || {
+        target_rows(&dst) >= 3000
+    });
+    // Kill every connection Ferry has to both servers, mid-chunk.
+    for server in [source, target] {
+        let ids = server.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'ferry'");
+        for id in ids.lines() {
+            let _ = std::process::Command::new("mariadb")
+                .args(["--no-defaults", "-h127.0.0.1", "-uroot"])
+                .arg(format!("-P{}", server.port))
+                .args(["-e", &format!("KILL CONNECTION {id}")])
+                .status();
+        }
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the job did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().expect("output");
+    assert!(status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("retrying"),
+        "the retry is visible: {}",
+        text(&out)
+    );
+    assert_same(source, "drop_src", target, &dst, None);
+}
