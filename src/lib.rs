@@ -11,3 +11,4 @@ pub mod runner;
 pub mod schema;
 pub mod sql;
 pub mod state;
+pub mod cdc;

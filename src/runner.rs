@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::catalog::Catalog;
+use crate::cdc::{self, CdcError};
 use crate::check::{self, Status};
 use crate::db::{Connector, Role};
 use crate::full::{self, FullError, Load, RateLimit};
@@ -20,7 +21,7 @@ use crate::state::{now_ms, JobRecord, JobState, StateError, Store};
 pub enum JobError {
     #[error("precheck failed:\n{0}")]
     Precheck(String),
-    #[error("mode {0:?} is not supported by this build yet; only mode = \"full\" runs")]
+    #[error("mode {0:?} is not supported by this build yet; modes \"full\" and \"sync\" run")]
     Unsupported(&'static str),
     #[error(
         "the state already holds a job {0:?} with a different definition; \
@@ -33,6 +34,10 @@ pub enum JobError {
     Full(#[from] FullError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Cdc(#[from] CdcError),
+    #[error("internal error (a bug; please report it with the log): {0}")]
+    Bug(String),
 }
 
 impl JobError {
@@ -40,6 +45,7 @@ impl JobError {
         match self {
             JobError::Schema(e) => e.is_retryable(),
             JobError::Full(e) => e.is_retryable(),
+            JobError::Cdc(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -77,10 +83,7 @@ pub async fn run(
     for (name, h) in handles {
         let outcome = match h.await {
             Ok(o) => o,
-            Err(e) => Outcome::Failed(JobError::State(StateError::Io {
-                dir: String::new(),
-                source: std::io::Error::other(format!("job task ended abnormally: {e}")),
-            })),
+            Err(e) => Outcome::Failed(JobError::Bug(format!("the job's task ended abnormally: {e}"))),
         };
         out.push((name, outcome));
     }
@@ -124,7 +127,7 @@ async fn run_job(store: &Arc<Store>, job: JobSpec, cancel: CancellationToken) ->
                 info!("job done");
                 return Outcome::Done;
             }
-            Err(JobError::Full(FullError::Cancelled)) => {
+            Err(JobError::Full(FullError::Cancelled)) | Err(JobError::Cdc(CdcError::Cancelled)) => {
                 info!("job stopped; it resumes from its checkpoint on the next run");
                 return Outcome::Stopped;
             }
@@ -160,7 +163,7 @@ async fn attempt(
     job: &JobSpec,
     cancel: &CancellationToken,
 ) -> Result<(), JobError> {
-    if job.mode != Mode::Full {
+    if !matches!(job.mode, Mode::Full | Mode::Sync) {
         return Err(JobError::Unsupported(job.mode.as_str()));
     }
     let resuming = store.job(&job.name)?.is_some_and(|j| j.schema_done);
@@ -189,6 +192,11 @@ async fn attempt(
     schema::copy_schema(job, &catalog, &source, &target).await?;
     store.update_job(&job.name, |j| j.schema_done = true)?;
     info!(tables = catalog.tables.len(), "schema copied");
+
+    // CDC starts where the source was before the full load read anything.
+    if job.mode == Mode::Sync {
+        cdc::record_start(job, &source, store).await?;
+    }
 
     store.set_job_state(&job.name, JobState::FullLoad, None)?;
     let loader = match job.full.target_binlog {
@@ -220,6 +228,16 @@ async fn attempt(
     info!("{summary}");
     eprintln!("{summary}");
 
+    if job.mode == Mode::Sync {
+        // Triggers stay off the target while it replicates: the binlog
+        // already holds the rows they wrote on the source.
+        cdc::record_handover_end(job, &source, store).await?;
+        store.set_job_state(&job.name, JobState::Syncing, None)?;
+        info!("syncing");
+        eprintln!("{}: full load done; streaming changes (SIGINT/SIGTERM stops)", job.name);
+        cdc::run(job, &source, &target, store, cancel.child_token()).await?;
+        return Ok(());
+    }
     // Triggers only now, so they never fired on copied rows.
     schema::copy_triggers(job, &catalog, &source, &target).await?;
     Ok(())

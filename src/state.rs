@@ -13,6 +13,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::cdc::BinlogPos;
 use crate::job::JobSpec;
 
 /// Format of the state file this build writes. Bump it with a migration.
@@ -197,19 +198,14 @@ pub struct Chunk {
     pub rows: u64,
 }
 
-/// A binlog position: where CDC resumes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Position {
-    FilePos { file: String, pos: u64 },
-    MariaGtid(String),
-    MysqlGtid(String),
-}
-
+/// Where CDC resumes: the end of the last transaction the target
+/// committed, and the end of the hand-over window (safe mode until past it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    pub position: Position,
+    pub position: BinlogPos,
     pub gtid: Option<String>,
     pub unix_ms: u64,
+    pub safe_until: Option<BinlogPos>,
 }
 
 pub fn now_ms() -> u64 {

@@ -1,0 +1,359 @@
+//! Applying decoded row changes to the target, inside one target
+//! transaction per source transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Params, Value};
+use mysql_async::binlog::row::BinlogRow;
+
+use super::decode::{self, ColumnInfo, DecodeError};
+use super::{BinlogPos, CdcError};
+use crate::db::{qualified, quote_ident, Connector, DbError};
+use crate::job::JobSpec;
+
+/// The kind of a rows event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// One row image: the columns the TABLE_MAP described, and their values.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub columns: Vec<ColumnInfo>,
+    pub values: Vec<Value>,
+}
+
+impl Image {
+    pub fn from_row(row: BinlogRow) -> Result<Image, DecodeError> {
+        let columns: Vec<ColumnInfo> = row.columns_ref().iter().map(ColumnInfo::from_column).collect();
+        let mut values = Vec::with_capacity(columns.len());
+        for (col, v) in columns.iter().zip(row.unwrap()) {
+            values.push(decode::value(col, v)?);
+        }
+        Ok(Image { columns, values })
+    }
+}
+
+/// The job's row in `ferry_meta.checkpoints` on the target.
+pub struct Marker {
+    pub position: BinlogPos,
+    pub gtid: Option<String>,
+}
+
+/// Applies changes to the target over one connection.
+pub struct Applier {
+    target: Connector,
+    conn: Conn,
+    job: String,
+    in_txn: bool,
+    /// A statement outside a transaction (DDL) ran since the last commit.
+    dirty: bool,
+    /// Generated columns of target tables (never written).
+    generated: HashMap<(String, String), HashSet<String>>,
+    /// Collation id → (charset, collation) on the target.
+    collations: HashMap<u16, (String, String)>,
+}
+
+const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS ferry_meta.checkpoints (\
+    job VARCHAR(64) NOT NULL PRIMARY KEY, \
+    binlog_file VARCHAR(512) NOT NULL, \
+    binlog_pos BIGINT UNSIGNED NOT NULL, \
+    gtid VARCHAR(4096) NULL, \
+    updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))";
+
+impl Applier {
+    pub async fn new(job: &JobSpec, target: &Connector) -> Result<Applier, CdcError> {
+        let mut conn = target.connect().await?;
+        // The binlog does not hold rows changed by ON UPDATE/DELETE CASCADE:
+        // the target's own foreign keys must cascade them.
+        for sql in [
+            "SET SESSION foreign_key_checks = 1",
+            "CREATE DATABASE IF NOT EXISTS ferry_meta",
+            MARKER_DDL,
+        ] {
+            conn.query_drop(sql)
+                .await
+                .map_err(target.query_err("creating ferry_meta.checkpoints"))?;
+        }
+        // Some collations (MariaDB's uca1400 family) have no id or charset.
+        let rows: Vec<(Option<u64>, Option<String>, String)> = conn
+            .query("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS")
+            .await
+            .map_err(target.query_err("reading collations"))?;
+        let collations = rows
+            .into_iter()
+            .filter_map(|(id, cs, co)| Some((id? as u16, (cs?, co))))
+            .collect();
+        Ok(Applier {
+            target: target.clone(),
+            conn,
+            job: job.name.clone(),
+            in_txn: false,
+            dirty: false,
+            generated: HashMap::new(),
+            collations,
+        })
+    }
+
+    pub async fn marker(&mut self) -> Result<Option<Marker>, CdcError> {
+        let row: Option<(String, u64, Option<String>)> = self
+            .conn
+            .exec_first(
+                "SELECT binlog_file, binlog_pos, gtid FROM ferry_meta.checkpoints WHERE job = ?",
+                (&self.job,),
+            )
+            .await
+            .map_err(self.target.query_err("reading ferry_meta.checkpoints"))?;
+        Ok(row.map(|(file, pos, gtid)| Marker {
+            position: BinlogPos { file, pos },
+            gtid,
+        }))
+    }
+
+    async fn begin(&mut self) -> Result<(), DbError> {
+        if !self.in_txn {
+            self.conn
+                .query_drop("START TRANSACTION")
+                .await
+                .map_err(self.target.query_err("starting a transaction"))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Ends the source transaction at `pos`: records it in the marker row
+    /// and commits, if anything was written.
+    pub async fn commit(&mut self, pos: &BinlogPos, gtid: Option<&str>) -> Result<(), CdcError> {
+        if !self.in_txn && !self.dirty {
+            return Ok(());
+        }
+        let at = pos.to_string();
+        let apply_err = |source| CdcError::Apply { at: at.clone(), source };
+        self.conn
+            .exec_drop(
+                "INSERT INTO ferry_meta.checkpoints (job, binlog_file, binlog_pos, gtid) \
+                 VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE binlog_file = VALUES(binlog_file), \
+                 binlog_pos = VALUES(binlog_pos), gtid = VALUES(gtid)",
+                (&self.job, &pos.file, pos.pos, gtid),
+            )
+            .await
+            .map_err(|e| apply_err(self.target.query_err("writing the checkpoint row")(e)))?;
+        if self.in_txn {
+            self.conn
+                .query_drop("COMMIT")
+                .await
+                .map_err(|e| apply_err(self.target.query_err("committing")(e)))?;
+        }
+        self.in_txn = false;
+        self.dirty = false;
+        Ok(())
+    }
+
+    pub async fn rollback(&mut self) {
+        if self.in_txn {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            self.in_txn = false;
+        }
+    }
+
+    /// Runs a DDL statement in database `db` on the target.
+    pub async fn ddl(&mut self, db: &str, sql: &str) -> Result<(), DbError> {
+        self.rollback().await;
+        self.conn
+            .query_drop(format!("USE {}", quote_ident(db)))
+            .await
+            .map_err(self.target.query_err(format!("USE {db}")))?;
+        self.conn
+            .query_drop(sql)
+            .await
+            .map_err(self.target.query_err("DDL"))?;
+        self.generated.clear();
+        self.dirty = true;
+        Ok(())
+    }
+
+    async fn generated(&mut self, db: &str, table: &str) -> Result<HashSet<String>, DbError> {
+        let key = (db.to_string(), table.to_string());
+        if let Some(g) = self.generated.get(&key) {
+            return Ok(g.clone());
+        }
+        let extra: Vec<(String, String)> = self
+            .conn
+            .exec(
+                "SELECT COLUMN_NAME, EXTRA FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, table),
+            )
+            .await
+            .map_err(self.target.query_err("reading target columns"))?;
+        let g: HashSet<String> = extra
+            .into_iter()
+            .filter(|(_, e)| {
+                let e = e.to_ascii_uppercase();
+                e.contains("VIRTUAL GENERATED") || e.contains("STORED GENERATED") || e.contains("PERSISTENT GENERATED")
+            })
+            .map(|(c, _)| c.to_ascii_lowercase())
+            .collect();
+        self.generated.insert(key, g.clone());
+        Ok(g)
+    }
+
+    /// The SQL expression that turns a parameter into `col`'s value exactly.
+    fn expr(&self, col: &ColumnInfo) -> String {
+        if col.is_text() {
+            match self.collations.get(&col.collation) {
+                Some((cs, co)) => format!("CONVERT(CAST(? AS BINARY) USING {cs}) COLLATE {co}"),
+                None => "?".into(),
+            }
+        } else if col.is_bytes() {
+            "CAST(? AS BINARY)".into()
+        } else {
+            "?".into()
+        }
+    }
+
+    /// Applies the rows of one rows event.
+    pub async fn rows(
+        &mut self,
+        db: &str,
+        table: &str,
+        op: Op,
+        images: Vec<(Option<Image>, Option<Image>)>,
+        safe: bool,
+    ) -> Result<(), DbError> {
+        if images.is_empty() {
+            return Ok(());
+        }
+        self.begin().await?;
+        let generated = self.generated(db, table).await?;
+        let t = qualified(db, table);
+        match op {
+            Op::Insert => {
+                let rows: Vec<Image> = images.into_iter().filter_map(|(_, a)| a).collect();
+                self.insert(&t, &generated, rows, safe).await
+            }
+            Op::Delete => {
+                for (before, _) in images {
+                    if let Some(b) = before {
+                        let (cond, params, limit) = self.locate(&b, &generated);
+                        let sql = format!("DELETE FROM {t} WHERE {cond}{limit}");
+                        self.exec(sql, params).await?;
+                    }
+                }
+                Ok(())
+            }
+            Op::Update => {
+                for (before, after) in images {
+                    let (Some(b), Some(a)) = (before, after) else { continue };
+                    let a_copy = a.clone();
+                    let keyed = b.columns.iter().any(|c| c.primary);
+                    let mut sets = Vec::new();
+                    let mut params = Vec::new();
+                    for (c, v) in a.columns.iter().zip(a.values) {
+                        if generated.contains(&c.name.to_ascii_lowercase()) {
+                            continue;
+                        }
+                        sets.push(format!("{} = {}", quote_ident(&c.name), self.expr(c)));
+                        params.push(v);
+                    }
+                    let (cond, wparams, limit) = self.locate(&b, &generated);
+                    params.extend(wparams);
+                    let sql = format!("UPDATE {t} SET {} WHERE {cond}{limit}", sets.join(", "));
+                    self.exec(sql, params).await?;
+                    // Safe mode: the row may be missing (or already changed);
+                    // then the after image is upserted. Never DELETE + REPLACE:
+                    // on the target that would cascade to child rows.
+                    if safe && keyed && self.conn.affected_rows() == 0 {
+                        self.insert(&t, &generated, vec![a_copy], true).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A WHERE condition that finds the row of `image`: its primary key, or
+    /// every column (NULL-safe) and `LIMIT 1` on a table without one.
+    fn locate(&self, image: &Image, generated: &HashSet<String>) -> (String, Vec<Value>, &'static str) {
+        let keyed = image.columns.iter().any(|c| c.primary);
+        let mut conds = Vec::new();
+        let mut params = Vec::new();
+        for (c, v) in image.columns.iter().zip(&image.values) {
+            if keyed && !c.primary {
+                continue;
+            }
+            if generated.contains(&c.name.to_ascii_lowercase()) {
+                continue;
+            }
+            let op = if keyed { "=" } else { "<=>" };
+            conds.push(format!("{} {op} {}", quote_ident(&c.name), self.expr(c)));
+            params.push(v.clone());
+        }
+        (conds.join(" AND "), params, if keyed { "" } else { " LIMIT 1" })
+    }
+
+    /// Inserts `rows`; `upsert` (safe mode) turns a duplicate key into an
+    /// update of that row, so replaying is harmless.
+    async fn insert(&mut self, t: &str, generated: &HashSet<String>, rows: Vec<Image>, upsert: bool) -> Result<(), DbError> {
+        let Some(first) = rows.first() else { return Ok(()) };
+        let keep: Vec<usize> = first
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !generated.contains(&c.name.to_ascii_lowercase()))
+            .map(|(i, _)| i)
+            .collect();
+        let names: Vec<String> = keep.iter().map(|&i| quote_ident(&first.columns[i].name)).collect();
+        let tuple = format!(
+            "({})",
+            keep.iter()
+                .map(|&i| self.expr(&first.columns[i]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let on_dup = if upsert {
+            format!(
+                " ON DUPLICATE KEY UPDATE {}",
+                names.iter().map(|n| format!("{n} = VALUES({n})")).collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let per_statement = (60_000 / keep.len().max(1)).clamp(1, 1000);
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let batch: Vec<Image> = rows.by_ref().take(per_statement).collect();
+            let mut params = Vec::with_capacity(batch.len() * keep.len());
+            for row in &batch {
+                for &i in &keep {
+                    params.push(row.values[i].clone());
+                }
+            }
+            let sql = format!(
+                "INSERT INTO {t} ({}) VALUES {}{on_dup}",
+                names.join(", "),
+                vec![tuple.as_str(); batch.len()].join(", ")
+            );
+            self.exec(sql, params).await?;
+        }
+        Ok(())
+    }
+
+    async fn exec(&mut self, sql: String, params: Vec<Value>) -> Result<(), DbError> {
+        self.conn
+            .exec_drop(sql.as_str(), Params::Positional(params))
+            .await
+            .map_err(self.target.query_err(truncate(&sql, 300)))
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}

@@ -1,0 +1,422 @@
+//! Change data capture: the source's binlog applied to the target, one
+//! source transaction per target transaction, in commit order.
+//!
+//! Exactly once in effect: each applied transaction also upserts the job's
+//! row in `ferry_meta.checkpoints` on the target, in the same transaction,
+//! and the checkpoint in redb is written after the commit. On restart the
+//! later of the two is where streaming resumes, so a transaction committed
+//! just before a crash is never applied twice, keyless tables included.
+//! Between the positions recorded before and after the full load (the
+//! hand-over) changes are applied in *safe mode*: INSERT becomes an upsert,
+//! and an UPDATE that finds no row upserts its after image. (Not REPLACE:
+//! its DELETE would cascade to child rows on the target.)
+
+mod apply;
+pub mod decode;
+pub mod position;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::prelude::*;
+use mysql_async::BinlogStreamRequest;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::db::{quote_ident, Connector, DbError};
+use crate::job::{DdlPolicy, JobSpec};
+use crate::state::{now_ms, Checkpoint, StateError, Store};
+
+pub use apply::Applier;
+pub use position::BinlogPos;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CdcError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("source binlog stream at {at}: {source}")]
+    Stream {
+        at: String,
+        source: mysql_async::Error,
+    },
+    #[error(
+        "the source no longer has the binlog Ferry needs: it must resume at {needed}, \
+         the oldest binlog on the source is {oldest}. Raise the source's binlog retention \
+         (binlog_expire_logs_seconds), then start the job again with a new --state \
+         (a new full load)"
+    )]
+    Purged { needed: String, oldest: String },
+    #[error(
+        "another replica with server_id {0} is streaming from the source and the \
+         server cut this stream; give the job a unique [source] server_id"
+    )]
+    ServerIdInUse(u32),
+    #[error("{0}")]
+    Decode(#[from] decode::DecodeError),
+    #[error("applying the transaction ending at {at}: {source}")]
+    Apply { at: String, source: DbError },
+    #[error(
+        "DDL at {at} on a selected database stops the job ([cdc] ddl = \"stop\"): {statement}"
+    )]
+    DdlStop { at: String, statement: String },
+    #[error("DDL at {at} could not be applied on the target: {statement}\n  {source}")]
+    DdlFailed {
+        at: String,
+        statement: String,
+        source: DbError,
+    },
+    #[error("stopped")]
+    Cancelled,
+}
+
+impl CdcError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CdcError::Db(e) | CdcError::Apply { source: e, .. } => e.is_retryable(),
+            CdcError::Stream { source, .. } => matches!(
+                source,
+                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The server id Ferry's binlog stream registers with: the job's, or one
+/// derived from its name so that two jobs never share one.
+pub fn server_id(job: &JobSpec) -> u32 {
+    job.source.server_id.unwrap_or_else(|| {
+        let h = job
+            .name
+            .bytes()
+            .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        1_000_000 + h % 1_000_000_000
+    })
+}
+
+/// Records where CDC starts, if it is not recorded yet: the source's head
+/// now, before the full load copies anything.
+pub async fn record_start(job: &JobSpec, source: &Connector, store: &Store) -> Result<Checkpoint, CdcError> {
+    if let Some(cp) = store.checkpoint(&job.name)? {
+        return Ok(cp);
+    }
+    let mut conn = source.connect().await?;
+    let (pos, gtid) = position::head(&mut conn, source).await?;
+    let _ = conn.disconnect().await;
+    let cp = Checkpoint {
+        position: pos,
+        gtid: (!gtid.is_empty()).then_some(gtid),
+        unix_ms: now_ms(),
+        safe_until: None,
+    };
+    store.put_checkpoint(&job.name, &cp)?;
+    info!(at = %cp.position, "CDC start position recorded");
+    Ok(cp)
+}
+
+/// Records the end of the hand-over window (the head after the full load).
+pub async fn record_handover_end(job: &JobSpec, source: &Connector, store: &Store) -> Result<(), CdcError> {
+    let Some(mut cp) = store.checkpoint(&job.name)? else {
+        return Ok(());
+    };
+    if cp.safe_until.is_some() {
+        return Ok(());
+    }
+    let mut conn = source.connect().await?;
+    let (pos, _) = position::head(&mut conn, source).await?;
+    let _ = conn.disconnect().await;
+    info!(from = %cp.position, until = %pos, "safe mode over the hand-over window");
+    cp.safe_until = Some(pos);
+    store.put_checkpoint(&job.name, &cp)?;
+    Ok(())
+}
+
+/// Streams from the checkpoint and applies until `cancel` fires or an error.
+pub async fn run(
+    job: &JobSpec,
+    source: &Connector,
+    target: &Connector,
+    store: &Store,
+    cancel: CancellationToken,
+) -> Result<(), CdcError> {
+    let mut applier = Applier::new(job, target).await?;
+    let mut cp = store.checkpoint(&job.name)?.ok_or_else(|| CdcError::Stream {
+        at: "start".into(),
+        source: mysql_async::Error::Other("no CDC start position recorded".into()),
+    })?;
+    // A transaction the target committed after the last redb checkpoint.
+    if let Some(marker) = applier.marker().await? {
+        if marker.position > cp.position {
+            info!(checkpoint = %cp.position, target = %marker.position, "the target is ahead of the checkpoint");
+            cp.position = marker.position;
+            cp.gtid = marker.gtid;
+            store.put_checkpoint(&job.name, &cp)?;
+        }
+    }
+
+    let mut conn = source.connect().await?;
+    let checksum: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.binlog_checksum")
+        .await
+        .map_err(source.query_err("reading binlog_checksum"))?;
+    let checksum = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
+    conn.query_drop("SET @mariadb_slave_capability = 4")
+        .await
+        .map_err(source.query_err("announcing binlog capabilities"))?;
+    conn.query_drop("SET @master_heartbeat_period = 1000000000")
+        .await
+        .map_err(source.query_err("asking for heartbeats"))?;
+    let sid = server_id(job);
+    let start = cp.position.clone();
+    info!(at = %start, server_id = sid, "streaming the binlog");
+    let request = BinlogStreamRequest::new(sid)
+        .with_filename(start.file.as_bytes())
+        .with_pos(start.pos);
+    let mut stream = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| stream_error(&start, sid, e))?;
+
+    let mut file = start.file.clone();
+    let mut seen_fde = false;
+    let mut gtid: Option<String> = cp.gtid.clone();
+    let mut in_txn = false;
+    let mut standalone = false;
+    let mut last_report = std::time::Instant::now();
+    let mut applied_txns = 0u64;
+    loop {
+        let next = tokio::select! {
+            ev = stream.next() => ev,
+            _ = cancel.cancelled() => {
+                applier.rollback().await;
+                return Err(CdcError::Cancelled);
+            }
+        };
+        let at = |pos: u64| BinlogPos {
+            file: file.clone(),
+            pos,
+        };
+        let Some(ev) = next else {
+            return Err(CdcError::Stream {
+                at: at(0).to_string(),
+                source: mysql_async::Error::Other("the source ended the binlog stream".into()),
+            });
+        };
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                applier.rollback().await;
+                let here = at(0);
+                return Err(match e {
+                    mysql_async::Error::Server(s) if s.code == 1236 => {
+                        let mut c = source.connect().await?;
+                        let oldest = position::oldest(&mut c, source).await?.unwrap_or_default();
+                        CdcError::Purged {
+                            needed: cp.position.to_string(),
+                            oldest,
+                        }
+                    }
+                    other => stream_error(&here, sid, other),
+                });
+            }
+        };
+        let header = ev.header();
+        let end = u64::from(header.log_pos());
+        let kind = header.event_type_raw();
+        match kind {
+            // MariaDB GTID: seq u64, domain u32, flags u8 (1 = standalone).
+            162 => {
+                let d = ev.data();
+                if d.len() >= 13 {
+                    let seq = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+                    let domain = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
+                    standalone = d[12] & 1 != 0;
+                    gtid = Some(format!("{domain}-{}-{seq}", header.server_id()));
+                    in_txn = !standalone;
+                }
+                continue;
+            }
+            // GTID_LIST, BINLOG_CHECKPOINT, START_ENCRYPTION and friends.
+            160..=171 => continue,
+            _ => {}
+        }
+        let data = match ev.read_data() {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(CdcError::Stream {
+                    at: at(end).to_string(),
+                    source: mysql_async::Error::Other(format!("undecodable event: {e}").into()),
+                })
+            }
+        };
+        match data {
+            EventData::RotateEvent(r) => {
+                let mut name = r.name_raw().to_vec();
+                // The first, artificial ROTATE comes before the format
+                // description and keeps the checksum bytes in its name.
+                if !seen_fde && checksum && header.log_pos() == 0 && name.len() > 4 {
+                    name.truncate(name.len() - 4);
+                }
+                file = String::from_utf8_lossy(&name).into_owned();
+            }
+            EventData::FormatDescriptionEvent(_) => seen_fde = true,
+            EventData::QueryEvent(q) => {
+                let text = q.query();
+                let schema = q.schema().into_owned();
+                match text.trim() {
+                    "BEGIN" => in_txn = true,
+                    "COMMIT" => {
+                        let pos = at(end);
+                        applier.commit(&pos, gtid.as_deref()).await?;
+                        checkpoint(store, job, &mut cp, pos, gtid.clone())?;
+                        in_txn = false;
+                        applied_txns += 1;
+                    }
+                    statement => {
+                        let pos = at(end);
+                        if !in_txn || standalone {
+                            ddl(job, &mut applier, &schema, statement, &pos).await?;
+                            applier.commit(&pos, gtid.as_deref()).await?;
+                            checkpoint(store, job, &mut cp, pos, gtid.clone())?;
+                        }
+                    }
+                }
+            }
+            EventData::RowsEvent(rows) => {
+                let table_id = rows.table_id();
+                let Some(tme) = stream.get_tme(table_id) else {
+                    return Err(CdcError::Stream {
+                        at: at(end).to_string(),
+                        source: mysql_async::Error::Other(
+                            format!("rows event for table id {table_id} without its TABLE_MAP").into(),
+                        ),
+                    });
+                };
+                let db = tme.database_name().into_owned();
+                let table = tme.table_name().into_owned();
+                let Some(target_db) = selected(job, &db, &table) else {
+                    continue;
+                };
+                let safe = cp.safe_until.as_ref().is_some_and(|s| at(end) <= *s);
+                let op = match &rows {
+                    RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => apply::Op::Insert,
+                    RowsEventData::UpdateRowsEvent(_)
+                    | RowsEventData::UpdateRowsEventV1(_)
+                    | RowsEventData::PartialUpdateRowsEvent(_) => apply::Op::Update,
+                    RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => apply::Op::Delete,
+                };
+                let mut images = Vec::new();
+                for row in rows.rows(tme) {
+                    let (before, after) = row.map_err(|e| CdcError::Stream {
+                        at: at(end).to_string(),
+                        source: mysql_async::Error::Other(format!("undecodable row: {e}").into()),
+                    })?;
+                    images.push((before.map(apply::Image::from_row).transpose()?, after.map(apply::Image::from_row).transpose()?));
+                }
+                applier
+                    .rows(&target_db, &table, op, images, safe)
+                    .await
+                    .map_err(|source| CdcError::Apply {
+                        at: at(end).to_string(),
+                        source,
+                    })?;
+            }
+            EventData::XidEvent(_) => {
+                let pos = at(end);
+                applier.commit(&pos, gtid.as_deref()).await?;
+                checkpoint(store, job, &mut cp, pos, gtid.clone())?;
+                in_txn = false;
+                applied_txns += 1;
+            }
+            _ => {}
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            let lag = now_ms().saturating_sub(u64::from(header.timestamp()) * 1000) / 1000;
+            info!(at = %cp.position, transactions = applied_txns, lag_s = if kind == 27 { 0 } else { lag }, "cdc progress");
+            last_report = std::time::Instant::now();
+        }
+    }
+}
+
+fn checkpoint(store: &Store, job: &JobSpec, cp: &mut Checkpoint, pos: BinlogPos, gtid: Option<String>) -> Result<(), CdcError> {
+    cp.position = pos;
+    cp.gtid = gtid;
+    cp.unix_ms = now_ms();
+    store.put_checkpoint(&job.name, cp)?;
+    Ok(())
+}
+
+fn stream_error(at: &BinlogPos, server_id: u32, e: mysql_async::Error) -> CdcError {
+    match e {
+        mysql_async::Error::Server(ref s) if s.code == 4052 || s.message.contains("server_id") => {
+            CdcError::ServerIdInUse(server_id)
+        }
+        source => CdcError::Stream {
+            at: at.to_string(),
+            source,
+        },
+    }
+}
+
+/// The target database of `db.table` if the job selects it.
+fn selected(job: &JobSpec, db: &str, table: &str) -> Option<String> {
+    job.select
+        .iter()
+        .find(|s| s.database == db && s.matches(table))
+        .map(|s| s.target_database.clone())
+}
+
+/// A statement outside a transaction (DDL, mostly). Applied to the target
+/// when it ran in a selected database or names one, per `[cdc] ddl`.
+async fn ddl(job: &JobSpec, applier: &mut Applier, schema: &str, statement: &str, at: &BinlogPos) -> Result<(), CdcError> {
+    let mentions = |db: &str| statement.contains(&format!("{}.", quote_ident(db)));
+    let Some(sel) = job
+        .select
+        .iter()
+        .find(|s| s.database == schema || mentions(&s.database))
+    else {
+        return Ok(());
+    };
+    match job.cdc.ddl {
+        DdlPolicy::Skip => {
+            warn!(at = %at, statement, "DDL skipped ([cdc] ddl = \"skip\")");
+            Ok(())
+        }
+        DdlPolicy::Stop => Err(CdcError::DdlStop {
+            at: at.to_string(),
+            statement: statement.to_string(),
+        }),
+        DdlPolicy::Apply => {
+            let mut sql = statement.to_string();
+            for s in job.select.iter().filter(|s| s.database != s.target_database) {
+                sql = sql.replace(
+                    &format!("{}.", quote_ident(&s.database)),
+                    &format!("{}.", quote_ident(&s.target_database)),
+                );
+            }
+            let use_db = if schema == sel.database || schema.is_empty() {
+                sel.target_database.clone()
+            } else {
+                job.select
+                    .iter()
+                    .find(|s| s.database == schema)
+                    .map(|s| s.target_database.clone())
+                    .unwrap_or_else(|| schema.to_string())
+            };
+            info!(at = %at, statement = %sql, "applying DDL");
+            applier
+                .ddl(&use_db, &sql)
+                .await
+                .map_err(|source| CdcError::DdlFailed {
+                    at: at.to_string(),
+                    statement: statement.to_string(),
+                    source,
+                })
+        }
+    }
+}
+
