@@ -147,6 +147,9 @@ struct TableCopy {
     reset_sql: Option<String>,
     /// existing_rows = "skip": duplicates are expected and ignored.
     skips_duplicates: bool,
+    /// Read in a consistent snapshot whose binlog position is recorded
+    /// (keyless tables of CDC jobs; see `TablePlan::snapshot`).
+    snapshot: bool,
     progress: Arc<TableProgress>,
 }
 
@@ -171,6 +174,7 @@ pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
                     keyless: t.key.is_none(),
                     rows_estimate: t.rows_estimate,
                     done: false,
+                    snapshot: None,
                 };
                 load.store
                     .put_table_plan(&load.job.name, &id, &plan, &chunks)?;
@@ -465,6 +469,7 @@ fn table_copy(
         load_sql,
         reset_sql,
         skips_duplicates: load.job.full.existing_rows == ExistingRows::Skip,
+        snapshot: t.key.is_none() && load.job.mode.needs_binlog(),
         progress,
     }
 }
@@ -533,10 +538,20 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
             .map_err(load.target.query_err(format!("emptying {}", t.id)))?;
     }
 
+    let snapshot = if t.snapshot {
+        Some(snapshot_position(load, src).await?)
+    } else {
+        None
+    };
     let (tx, rx) = mpsc::channel::<Msg>(2);
     let reader = read_chunk(load, src, task, packet, tx);
     let writer = write_batches(load, dst, t, rx);
     let (rows, _) = tokio::try_join!(reader, writer)?;
+    if snapshot.is_some() {
+        src.query_drop("COMMIT")
+            .await
+            .map_err(load.source.query_err("ending the snapshot"))?;
+    }
 
     dst.query_drop("COMMIT").await.map_err(
         load.target
@@ -544,12 +559,13 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
     )?;
     let store = load.store.clone();
     let (job, id, index) = (load.job.name.clone(), t.id.clone(), task.index);
-    let table_done = tokio::task::spawn_blocking(move || store.chunk_done(&job, &id, index, rows))
-        .await
-        .map_err(|e| StateError::Io {
-            dir: String::new(),
-            source: std::io::Error::other(e),
-        })??;
+    let table_done =
+        tokio::task::spawn_blocking(move || store.chunk_done(&job, &id, index, rows, snapshot))
+            .await
+            .map_err(|e| StateError::Io {
+                dir: String::new(),
+                source: std::io::Error::other(e),
+            })??;
     t.progress.chunks_done.fetch_add(1, Ordering::Relaxed);
     if table_done {
         t.progress
@@ -558,6 +574,39 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
         t.progress.done.store(true, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Opens a consistent snapshot on `src` and returns the binlog position it
+/// corresponds to (MariaDB's `binlog_snapshot_file/position`).
+async fn snapshot_position(load: &Load<'_>, src: &mut Conn) -> Result<crate::cdc::BinlogPos> {
+    let err = || load.source.query_err("opening a consistent snapshot");
+    src.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(err())?;
+    let rows: Vec<(String, String)> = src
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(err())?;
+    let get = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+        (Some(file), Some(pos)) if !file.is_empty() => Ok(crate::cdc::BinlogPos {
+            file,
+            pos: pos.parse().unwrap_or(0),
+        }),
+        // MySQL has no binlog_snapshot_* status: the position is taken under
+        // a short read lock on the table instead (not implemented yet).
+        _ => Err(FullError::Db(DbError::Query {
+            role: "source",
+            context: "the source reports no binlog_snapshot_file/position (MariaDB has them); \
+                      keyless tables in CDC jobs need them"
+                .into(),
+            source: mysql_async::Error::Other("no binlog snapshot position".into()),
+        })),
+    }
 }
 
 /// Streams the chunk's rows into batches of at most `packet` bytes (less

@@ -2,6 +2,7 @@
 //! parallel, resumable full load. The `ferry` binary is a thin shell over it.
 
 pub mod catalog;
+pub mod cdc;
 pub mod check;
 pub mod db;
 pub mod full;
@@ -11,4 +12,3 @@ pub mod runner;
 pub mod schema;
 pub mod sql;
 pub mod state;
-pub mod cdc;

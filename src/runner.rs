@@ -83,7 +83,9 @@ pub async fn run(
     for (name, h) in handles {
         let outcome = match h.await {
             Ok(o) => o,
-            Err(e) => Outcome::Failed(JobError::Bug(format!("the job's task ended abnormally: {e}"))),
+            Err(e) => Outcome::Failed(JobError::Bug(format!(
+                "the job's task ended abnormally: {e}"
+            ))),
         };
         out.push((name, outcome));
     }
@@ -195,7 +197,7 @@ async fn attempt(
 
     // CDC starts where the source was before the full load read anything.
     if job.mode == Mode::Sync {
-        cdc::record_start(job, &source, store).await?;
+        cdc::record_start(job, &source, &target, store).await?;
     }
 
     store.set_job_state(&job.name, JobState::FullLoad, None)?;
@@ -234,7 +236,10 @@ async fn attempt(
         cdc::record_handover_end(job, &source, store).await?;
         store.set_job_state(&job.name, JobState::Syncing, None)?;
         info!("syncing");
-        eprintln!("{}: full load done; streaming changes (SIGINT/SIGTERM stops)", job.name);
+        eprintln!(
+            "{}: full load done; streaming changes (SIGINT/SIGTERM stops)",
+            job.name
+        );
         cdc::run(job, &source, &target, store, cancel.child_token()).await?;
         return Ok(());
     }

@@ -137,6 +137,11 @@ pub struct TablePlan {
     pub keyless: bool,
     pub rows_estimate: u64,
     pub done: bool,
+    /// For a keyless table of a CDC job: the binlog position of the
+    /// consistent snapshot it was copied in. CDC skips the table's changes
+    /// up to there (they are in the copy), since replaying them on a table
+    /// without a key would duplicate rows.
+    pub snapshot: Option<BinlogPos>,
 }
 
 /// One key value of a chunk boundary, as it came from the server.
@@ -424,7 +429,14 @@ impl Store {
 
     /// Records that chunk `index` of `table` is committed on the target;
     /// marks the table done when it was the last one.
-    pub fn chunk_done(&self, job: &str, table: &str, index: u32, rows: u64) -> Result<bool> {
+    pub fn chunk_done(
+        &self,
+        job: &str,
+        table: &str,
+        index: u32,
+        rows: u64,
+        snapshot: Option<BinlogPos>,
+    ) -> Result<bool> {
         let tx = self.db.begin_write()?;
         let table_done;
         {
@@ -452,18 +464,38 @@ impl Store {
                 }
             }
             table_done = all_done;
-            if all_done {
+            if all_done || snapshot.is_some() {
                 let mut t = tx.open_table(FULL_TABLES)?;
                 let plan = t.get((job, table))?.map(|v| v.value().to_vec());
                 if let Some(bytes) = plan {
                     let mut plan: TablePlan = decode("full-tables-1", table, &bytes)?;
-                    plan.done = true;
+                    plan.done |= all_done;
+                    plan.snapshot = snapshot.or(plan.snapshot);
                     t.insert((job, table), encode(&plan)?.as_slice())?;
                 }
             }
         }
         tx.commit()?;
         Ok(table_done)
+    }
+
+    /// The snapshot positions of a job's tables (see [`TablePlan::snapshot`]).
+    pub fn snapshots(&self, job: &str) -> Result<Vec<(String, BinlogPos)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FULL_TABLES)?;
+        let mut out = Vec::new();
+        for entry in t.range((job, "")..)? {
+            let (k, v) = entry?;
+            let (j, table) = k.value();
+            if j != job {
+                break;
+            }
+            let plan: TablePlan = decode("full-tables-1", table, v.value())?;
+            if let Some(pos) = plan.snapshot {
+                out.push((table.to_string(), pos));
+            }
+        }
+        Ok(out)
     }
 
     pub fn checkpoint(&self, job: &str) -> Result<Option<Checkpoint>> {
@@ -545,6 +577,7 @@ mod tests {
             keyless: false,
             rows_estimate: 10,
             done: false,
+            snapshot: None,
         };
         let chunks = vec![
             Chunk {
@@ -563,8 +596,14 @@ mod tests {
         s.put_table_plan("j", "db.t", &plan, &chunks).unwrap();
         s.put_table_plan("j2", "db.t", &plan, &chunks[..1]).unwrap();
         assert_eq!(s.chunks("j", "db.t").unwrap(), chunks);
-        assert!(!s.chunk_done("j", "db.t", 1, 7).unwrap());
-        assert!(s.chunk_done("j", "db.t", 0, 3).unwrap());
+        assert!(!s.chunk_done("j", "db.t", 1, 7, None).unwrap());
+        let at = BinlogPos {
+            file: "binlog.000001".into(),
+            pos: 99,
+        };
+        assert!(s.chunk_done("j", "db.t", 0, 3, Some(at.clone())).unwrap());
+        assert_eq!(s.snapshots("j").unwrap(), vec![("db.t".to_string(), at)]);
+        assert!(s.snapshots("j2").unwrap().is_empty());
         assert!(s.table_plan("j", "db.t").unwrap().unwrap().done);
         assert!(!s.table_plan("j2", "db.t").unwrap().unwrap().done);
         s.clear_full_load("j").unwrap();

@@ -3,14 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use mysql_async::prelude::*;
-use mysql_async::{Conn, Params, Value};
 use mysql_async::binlog::row::BinlogRow;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Value};
 
 use super::decode::{self, ColumnInfo, DecodeError};
 use super::{BinlogPos, CdcError};
+use crate::catalog::ColumnKind;
 use crate::db::{qualified, quote_ident, Connector, DbError};
 use crate::job::JobSpec;
+use crate::sql;
 
 /// The kind of a rows event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +31,11 @@ pub struct Image {
 
 impl Image {
     pub fn from_row(row: BinlogRow) -> Result<Image, DecodeError> {
-        let columns: Vec<ColumnInfo> = row.columns_ref().iter().map(ColumnInfo::from_column).collect();
+        let columns: Vec<ColumnInfo> = row
+            .columns_ref()
+            .iter()
+            .map(ColumnInfo::from_column)
+            .collect();
         let mut values = Vec::with_capacity(columns.len());
         for (col, v) in columns.iter().zip(row.unwrap()) {
             values.push(decode::value(col, v)?);
@@ -81,7 +87,9 @@ impl Applier {
         }
         // Some collations (MariaDB's uca1400 family) have no id or charset.
         let rows: Vec<(Option<u64>, Option<String>, String)> = conn
-            .query("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS")
+            .query(
+                "SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS",
+            )
             .await
             .map_err(target.query_err("reading collations"))?;
         let collations = rows
@@ -132,7 +140,10 @@ impl Applier {
             return Ok(());
         }
         let at = pos.to_string();
-        let apply_err = |source| CdcError::Apply { at: at.clone(), source };
+        let apply_err = |source: DbError| CdcError::Apply {
+            at: at.clone(),
+            source: Box::new(source),
+        };
         self.conn
             .exec_drop(
                 "INSERT INTO ferry_meta.checkpoints (job, binlog_file, binlog_pos, gtid) \
@@ -194,7 +205,9 @@ impl Applier {
             .into_iter()
             .filter(|(_, e)| {
                 let e = e.to_ascii_uppercase();
-                e.contains("VIRTUAL GENERATED") || e.contains("STORED GENERATED") || e.contains("PERSISTENT GENERATED")
+                e.contains("VIRTUAL GENERATED")
+                    || e.contains("STORED GENERATED")
+                    || e.contains("PERSISTENT GENERATED")
             })
             .map(|(c, _)| c.to_ascii_lowercase())
             .collect();
@@ -202,18 +215,32 @@ impl Applier {
         Ok(g)
     }
 
-    /// The SQL expression that turns a parameter into `col`'s value exactly.
-    fn expr(&self, col: &ColumnInfo) -> String {
-        if col.is_text() {
-            match self.collations.get(&col.collation) {
-                Some((cs, co)) => format!("CONVERT(CAST(? AS BINARY) USING {cs}) COLLATE {co}"),
-                None => "?".into(),
-            }
-        } else if col.is_bytes() {
-            "CAST(? AS BINARY)".into()
-        } else {
-            "?".into()
+    /// `v` as an exact SQL literal for `col`. Text travels as hex with its
+    /// column's charset introducer (the binlog holds it in that charset);
+    /// the rest as in the full load.
+    fn literal(&self, col: &ColumnInfo, v: &Value) -> String {
+        let mut buf = Vec::new();
+        match v {
+            Value::Bytes(b) if col.is_text() => match self.collations.get(&col.collation) {
+                Some((cs, co)) => {
+                    buf.extend_from_slice(b"_");
+                    buf.extend_from_slice(cs.as_bytes());
+                    buf.push(b' ');
+                    if b.is_empty() {
+                        buf.extend_from_slice(b"''");
+                    } else {
+                        sql::push_hex(&mut buf, b);
+                    }
+                    buf.extend_from_slice(b" COLLATE ");
+                    buf.extend_from_slice(co.as_bytes());
+                }
+                None => sql::push_hex(&mut buf, b),
+            },
+            Value::Bytes(b) if col.is_bytes() => sql::push_hex(&mut buf, b),
+            other => sql::push_literal(&mut buf, other, ColumnKind::Plain),
         }
+        // Literals are ASCII: hex, digits, dates, identifiers of charsets.
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     /// Applies the rows of one rows event.
@@ -234,41 +261,43 @@ impl Applier {
         match op {
             Op::Insert => {
                 let rows: Vec<Image> = images.into_iter().filter_map(|(_, a)| a).collect();
-                self.insert(&t, &generated, rows, safe).await
+                self.insert(&t, &generated, &rows, safe).await
             }
             Op::Delete => {
                 for (before, _) in images {
                     if let Some(b) = before {
-                        let (cond, params, limit) = self.locate(&b, &generated);
-                        let sql = format!("DELETE FROM {t} WHERE {cond}{limit}");
-                        self.exec(sql, params).await?;
+                        let (cond, limit) = self.locate(&b, &generated);
+                        self.exec(format!("DELETE FROM {t} WHERE {cond}{limit}"))
+                            .await?;
                     }
                 }
                 Ok(())
             }
             Op::Update => {
                 for (before, after) in images {
-                    let (Some(b), Some(a)) = (before, after) else { continue };
-                    let a_copy = a.clone();
+                    let (Some(b), Some(a)) = (before, after) else {
+                        continue;
+                    };
                     let keyed = b.columns.iter().any(|c| c.primary);
-                    let mut sets = Vec::new();
-                    let mut params = Vec::new();
-                    for (c, v) in a.columns.iter().zip(a.values) {
-                        if generated.contains(&c.name.to_ascii_lowercase()) {
-                            continue;
-                        }
-                        sets.push(format!("{} = {}", quote_ident(&c.name), self.expr(c)));
-                        params.push(v);
-                    }
-                    let (cond, wparams, limit) = self.locate(&b, &generated);
-                    params.extend(wparams);
-                    let sql = format!("UPDATE {t} SET {} WHERE {cond}{limit}", sets.join(", "));
-                    self.exec(sql, params).await?;
+                    let sets: Vec<String> = a
+                        .columns
+                        .iter()
+                        .zip(&a.values)
+                        .filter(|(c, _)| !generated.contains(&c.name.to_ascii_lowercase()))
+                        .map(|(c, v)| format!("{} = {}", quote_ident(&c.name), self.literal(c, v)))
+                        .collect();
+                    let (cond, limit) = self.locate(&b, &generated);
+                    self.exec(format!(
+                        "UPDATE {t} SET {} WHERE {cond}{limit}",
+                        sets.join(", ")
+                    ))
+                    .await?;
                     // Safe mode: the row may be missing (or already changed);
                     // then the after image is upserted. Never DELETE + REPLACE:
                     // on the target that would cascade to child rows.
                     if safe && keyed && self.conn.affected_rows() == 0 {
-                        self.insert(&t, &generated, vec![a_copy], true).await?;
+                        self.insert(&t, &generated, std::slice::from_ref(&a), true)
+                            .await?;
                     }
                 }
                 Ok(())
@@ -278,28 +307,33 @@ impl Applier {
 
     /// A WHERE condition that finds the row of `image`: its primary key, or
     /// every column (NULL-safe) and `LIMIT 1` on a table without one.
-    fn locate(&self, image: &Image, generated: &HashSet<String>) -> (String, Vec<Value>, &'static str) {
+    fn locate(&self, image: &Image, generated: &HashSet<String>) -> (String, &'static str) {
         let keyed = image.columns.iter().any(|c| c.primary);
-        let mut conds = Vec::new();
-        let mut params = Vec::new();
-        for (c, v) in image.columns.iter().zip(&image.values) {
-            if keyed && !c.primary {
-                continue;
-            }
-            if generated.contains(&c.name.to_ascii_lowercase()) {
-                continue;
-            }
-            let op = if keyed { "=" } else { "<=>" };
-            conds.push(format!("{} {op} {}", quote_ident(&c.name), self.expr(c)));
-            params.push(v.clone());
-        }
-        (conds.join(" AND "), params, if keyed { "" } else { " LIMIT 1" })
+        let op = if keyed { "=" } else { "<=>" };
+        let conds: Vec<String> = image
+            .columns
+            .iter()
+            .zip(&image.values)
+            .filter(|(c, _)| {
+                (!keyed || c.primary) && !generated.contains(&c.name.to_ascii_lowercase())
+            })
+            .map(|(c, v)| format!("{} {op} {}", quote_ident(&c.name), self.literal(c, v)))
+            .collect();
+        (conds.join(" AND "), if keyed { "" } else { " LIMIT 1" })
     }
 
     /// Inserts `rows`; `upsert` (safe mode) turns a duplicate key into an
     /// update of that row, so replaying is harmless.
-    async fn insert(&mut self, t: &str, generated: &HashSet<String>, rows: Vec<Image>, upsert: bool) -> Result<(), DbError> {
-        let Some(first) = rows.first() else { return Ok(()) };
+    async fn insert(
+        &mut self,
+        t: &str,
+        generated: &HashSet<String>,
+        rows: &[Image],
+        upsert: bool,
+    ) -> Result<(), DbError> {
+        let Some(first) = rows.first() else {
+            return Ok(());
+        };
         let keep: Vec<usize> = first
             .columns
             .iter()
@@ -307,45 +341,53 @@ impl Applier {
             .filter(|(_, c)| !generated.contains(&c.name.to_ascii_lowercase()))
             .map(|(i, _)| i)
             .collect();
-        let names: Vec<String> = keep.iter().map(|&i| quote_ident(&first.columns[i].name)).collect();
-        let tuple = format!(
-            "({})",
-            keep.iter()
-                .map(|&i| self.expr(&first.columns[i]))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let names: Vec<String> = keep
+            .iter()
+            .map(|&i| quote_ident(&first.columns[i].name))
+            .collect();
         let on_dup = if upsert {
             format!(
                 " ON DUPLICATE KEY UPDATE {}",
-                names.iter().map(|n| format!("{n} = VALUES({n})")).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| format!("{n} = VALUES({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         } else {
             String::new()
         };
-        let per_statement = (60_000 / keep.len().max(1)).clamp(1, 1000);
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let batch: Vec<Image> = rows.by_ref().take(per_statement).collect();
-            let mut params = Vec::with_capacity(batch.len() * keep.len());
-            for row in &batch {
-                for &i in &keep {
-                    params.push(row.values[i].clone());
-                }
+        let head = format!("INSERT INTO {t} ({}) VALUES ", names.join(", "));
+        let mut sql = head.clone();
+        let mut in_statement = 0;
+        for row in rows {
+            let tuple: Vec<String> = keep
+                .iter()
+                .map(|&i| self.literal(&row.columns[i], &row.values[i]))
+                .collect();
+            if in_statement > 0 {
+                sql.push(',');
             }
-            let sql = format!(
-                "INSERT INTO {t} ({}) VALUES {}{on_dup}",
-                names.join(", "),
-                vec![tuple.as_str(); batch.len()].join(", ")
-            );
-            self.exec(sql, params).await?;
+            sql.push('(');
+            sql.push_str(&tuple.join(","));
+            sql.push(')');
+            in_statement += 1;
+            if sql.len() > 1 << 20 {
+                sql.push_str(&on_dup);
+                self.exec(std::mem::replace(&mut sql, head.clone())).await?;
+                in_statement = 0;
+            }
+        }
+        if in_statement > 0 {
+            sql.push_str(&on_dup);
+            self.exec(sql).await?;
         }
         Ok(())
     }
 
-    async fn exec(&mut self, sql: String, params: Vec<Value>) -> Result<(), DbError> {
+    async fn exec(&mut self, sql: String) -> Result<(), DbError> {
         self.conn
-            .exec_drop(sql.as_str(), Params::Positional(params))
+            .query_drop(sql.as_str())
             .await
             .map_err(self.target.query_err(truncate(&sql, 300)))
     }

@@ -5,9 +5,9 @@
 //! key), never by today's schema, so rows written before and after an
 //! ALTER TABLE both decode right.
 
+use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::Value;
-use mysql_async::binlog::value::BinlogValue;
 
 /// One column of a row image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,9 +80,11 @@ pub fn value(col: &ColumnInfo, v: BinlogValue<'_>) -> Result<Value, DecodeError>
             })?
         }
         // SET is its little-endian bitmask; the target takes the number.
-        (ColumnType::MYSQL_TYPE_SET, Value::Bytes(b)) => {
-            Value::UInt(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
-        }
+        (ColumnType::MYSQL_TYPE_SET, Value::Bytes(b)) => Value::UInt(
+            b.iter()
+                .rev()
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+        ),
         (_, v) => v,
     })
 }

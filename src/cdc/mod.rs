@@ -57,7 +57,7 @@ pub enum CdcError {
     #[error("{0}")]
     Decode(#[from] decode::DecodeError),
     #[error("applying the transaction ending at {at}: {source}")]
-    Apply { at: String, source: DbError },
+    Apply { at: String, source: Box<DbError> },
     #[error(
         "DDL at {at} on a selected database stops the job ([cdc] ddl = \"stop\"): {statement}"
     )]
@@ -66,7 +66,7 @@ pub enum CdcError {
     DdlFailed {
         at: String,
         statement: String,
-        source: DbError,
+        source: Box<DbError>,
     },
     #[error("stopped")]
     Cancelled,
@@ -75,7 +75,8 @@ pub enum CdcError {
 impl CdcError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            CdcError::Db(e) | CdcError::Apply { source: e, .. } => e.is_retryable(),
+            CdcError::Db(e) => e.is_retryable(),
+            CdcError::Apply { source, .. } => source.is_retryable(),
             CdcError::Stream { source, .. } => matches!(
                 source,
                 mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
@@ -89,20 +90,43 @@ impl CdcError {
 /// derived from its name so that two jobs never share one.
 pub fn server_id(job: &JobSpec) -> u32 {
     job.source.server_id.unwrap_or_else(|| {
-        let h = job
-            .name
-            .bytes()
-            .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        let h = job.name.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
         1_000_000 + h % 1_000_000_000
     })
 }
 
 /// Records where CDC starts, if it is not recorded yet: the source's head
 /// now, before the full load copies anything.
-pub async fn record_start(job: &JobSpec, source: &Connector, store: &Store) -> Result<Checkpoint, CdcError> {
+pub async fn record_start(
+    job: &JobSpec,
+    source: &Connector,
+    target: &Connector,
+    store: &Store,
+) -> Result<Checkpoint, CdcError> {
     if let Some(cp) = store.checkpoint(&job.name)? {
         return Ok(cp);
     }
+    // A marker row left by an earlier job of the same name on this target
+    // belongs to another history: forget it.
+    let mut t = target.connect().await?;
+    let exists: Option<String> = t
+        .query_first(
+            "SELECT TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = 'ferry_meta' AND TABLE_NAME = 'checkpoints'",
+        )
+        .await
+        .map_err(target.query_err("looking for ferry_meta.checkpoints"))?;
+    if exists.is_some() {
+        t.exec_drop(
+            "DELETE FROM ferry_meta.checkpoints WHERE job = ?",
+            (&job.name,),
+        )
+        .await
+        .map_err(target.query_err("clearing an old checkpoint row"))?;
+    }
+    let _ = t.disconnect().await;
     let mut conn = source.connect().await?;
     let (pos, gtid) = position::head(&mut conn, source).await?;
     let _ = conn.disconnect().await;
@@ -118,7 +142,11 @@ pub async fn record_start(job: &JobSpec, source: &Connector, store: &Store) -> R
 }
 
 /// Records the end of the hand-over window (the head after the full load).
-pub async fn record_handover_end(job: &JobSpec, source: &Connector, store: &Store) -> Result<(), CdcError> {
+pub async fn record_handover_end(
+    job: &JobSpec,
+    source: &Connector,
+    store: &Store,
+) -> Result<(), CdcError> {
     let Some(mut cp) = store.checkpoint(&job.name)? else {
         return Ok(());
     };
@@ -143,10 +171,12 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), CdcError> {
     let mut applier = Applier::new(job, target).await?;
-    let mut cp = store.checkpoint(&job.name)?.ok_or_else(|| CdcError::Stream {
-        at: "start".into(),
-        source: mysql_async::Error::Other("no CDC start position recorded".into()),
-    })?;
+    let mut cp = store
+        .checkpoint(&job.name)?
+        .ok_or_else(|| CdcError::Stream {
+            at: "start".into(),
+            source: mysql_async::Error::Other("no CDC start position recorded".into()),
+        })?;
     // A transaction the target committed after the last redb checkpoint.
     if let Some(marker) = applier.marker().await? {
         if marker.position > cp.position {
@@ -180,6 +210,10 @@ pub async fn run(
         .await
         .map_err(|e| stream_error(&start, sid, e))?;
 
+    // Keyless tables copied in a snapshot: their changes up to it are in
+    // the copy already.
+    let snapshots: std::collections::HashMap<String, BinlogPos> =
+        store.snapshots(&job.name)?.into_iter().collect();
     let mut file = start.file.clone();
     let mut seen_fde = false;
     let mut gtid: Option<String> = cp.gtid.clone();
@@ -292,7 +326,8 @@ pub async fn run(
                     return Err(CdcError::Stream {
                         at: at(end).to_string(),
                         source: mysql_async::Error::Other(
-                            format!("rows event for table id {table_id} without its TABLE_MAP").into(),
+                            format!("rows event for table id {table_id} without its TABLE_MAP")
+                                .into(),
                         ),
                     });
                 };
@@ -301,13 +336,23 @@ pub async fn run(
                 let Some(target_db) = selected(job, &db, &table) else {
                     continue;
                 };
+                if snapshots
+                    .get(&format!("{db}.{table}"))
+                    .is_some_and(|s| at(end) <= *s)
+                {
+                    continue;
+                }
                 let safe = cp.safe_until.as_ref().is_some_and(|s| at(end) <= *s);
                 let op = match &rows {
-                    RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => apply::Op::Insert,
+                    RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                        apply::Op::Insert
+                    }
                     RowsEventData::UpdateRowsEvent(_)
                     | RowsEventData::UpdateRowsEventV1(_)
                     | RowsEventData::PartialUpdateRowsEvent(_) => apply::Op::Update,
-                    RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => apply::Op::Delete,
+                    RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
+                        apply::Op::Delete
+                    }
                 };
                 let mut images = Vec::new();
                 for row in rows.rows(tme) {
@@ -315,14 +360,17 @@ pub async fn run(
                         at: at(end).to_string(),
                         source: mysql_async::Error::Other(format!("undecodable row: {e}").into()),
                     })?;
-                    images.push((before.map(apply::Image::from_row).transpose()?, after.map(apply::Image::from_row).transpose()?));
+                    images.push((
+                        before.map(apply::Image::from_row).transpose()?,
+                        after.map(apply::Image::from_row).transpose()?,
+                    ));
                 }
                 applier
                     .rows(&target_db, &table, op, images, safe)
                     .await
                     .map_err(|source| CdcError::Apply {
                         at: at(end).to_string(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
             EventData::XidEvent(_) => {
@@ -342,7 +390,13 @@ pub async fn run(
     }
 }
 
-fn checkpoint(store: &Store, job: &JobSpec, cp: &mut Checkpoint, pos: BinlogPos, gtid: Option<String>) -> Result<(), CdcError> {
+fn checkpoint(
+    store: &Store,
+    job: &JobSpec,
+    cp: &mut Checkpoint,
+    pos: BinlogPos,
+    gtid: Option<String>,
+) -> Result<(), CdcError> {
     cp.position = pos;
     cp.gtid = gtid;
     cp.unix_ms = now_ms();
@@ -372,7 +426,13 @@ fn selected(job: &JobSpec, db: &str, table: &str) -> Option<String> {
 
 /// A statement outside a transaction (DDL, mostly). Applied to the target
 /// when it ran in a selected database or names one, per `[cdc] ddl`.
-async fn ddl(job: &JobSpec, applier: &mut Applier, schema: &str, statement: &str, at: &BinlogPos) -> Result<(), CdcError> {
+async fn ddl(
+    job: &JobSpec,
+    applier: &mut Applier,
+    schema: &str,
+    statement: &str,
+    at: &BinlogPos,
+) -> Result<(), CdcError> {
     let mentions = |db: &str| statement.contains(&format!("{}.", quote_ident(db)));
     let Some(sel) = job
         .select
@@ -392,7 +452,11 @@ async fn ddl(job: &JobSpec, applier: &mut Applier, schema: &str, statement: &str
         }),
         DdlPolicy::Apply => {
             let mut sql = statement.to_string();
-            for s in job.select.iter().filter(|s| s.database != s.target_database) {
+            for s in job
+                .select
+                .iter()
+                .filter(|s| s.database != s.target_database)
+            {
                 sql = sql.replace(
                     &format!("{}.", quote_ident(&s.database)),
                     &format!("{}.", quote_ident(&s.target_database)),
@@ -414,9 +478,8 @@ async fn ddl(job: &JobSpec, applier: &mut Applier, schema: &str, statement: &str
                 .map_err(|source| CdcError::DdlFailed {
                     at: at.to_string(),
                     statement: statement.to_string(),
-                    source,
+                    source: Box::new(source),
                 })
         }
     }
 }
-

@@ -34,6 +34,19 @@ fn run_case_on(name: &str, source: &Server, target: &Server) {
     }
     let tmp = temp_dir(name);
     let job = write_job(tmp.path(), &job_text(&template, source, target.port));
+    if dir.join("workload.sql").exists() {
+        let sel = &spec.select[0];
+        crate::cdc::run_sync_case(
+            &dir,
+            source,
+            target,
+            &job,
+            &tmp.path().join("state"),
+            &sel.database,
+            &sel.target_database,
+        );
+        return;
+    }
     let out = run(ferry(&tmp.path().join("state")).arg("run").arg(&job));
     assert!(
         out.status.success(),
@@ -77,7 +90,7 @@ macro_rules! cases {
     };
 }
 
-cases!(all_types, keys, existing_overwrite; also rename_filter);
+cases!(all_types, keys, existing_overwrite, cdc_workload; also rename_filter);
 
 /// Where the target has `local_infile` off, Ferry writes multi-row INSERTs
 /// instead of LOAD DATA: the same cases, the other path.

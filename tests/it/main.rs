@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cases;
+mod cdc;
 mod resume;
 pub mod server;
 
@@ -113,15 +114,16 @@ async fn tables(c: &mut mysql_async::Conn, db: &str) -> Vec<String> {
     .expect("tables")
 }
 
-/// Asserts that `dst_db` on the target holds exactly the rows of `src_db`
-/// on the source, table by table (only `only` tables when given).
-pub fn assert_same(
+/// Whether `dst_db` on the target holds exactly the rows of `src_db` on
+/// the source, table by table (only `only` tables when given); the first
+/// difference otherwise.
+pub fn compare(
     source: &Server,
     src_db: &str,
     target: &Server,
     dst_db: &str,
     only: Option<&[&str]>,
-) {
+) -> Result<(), String> {
     rt().block_on(async {
         let mut s = conn(source).await;
         let mut t = conn(target).await;
@@ -129,25 +131,53 @@ pub fn assert_same(
             Some(list) => list.iter().map(|s| s.to_string()).collect(),
             None => tables(&mut s, src_db).await,
         };
-        assert!(!names.is_empty(), "no tables in {src_db}");
+        if names.is_empty() {
+            return Err(format!("no tables in {src_db}"));
+        }
         let on_target = tables(&mut t, dst_db).await;
         for name in &names {
-            assert!(
-                on_target.contains(name),
-                "{dst_db}.{name} missing on the target"
-            );
+            if !on_target.contains(name) {
+                return Err(format!("{dst_db}.{name} missing on the target"));
+            }
             let a = rows(&mut s, src_db, name).await;
             let b = rows(&mut t, dst_db, name).await;
             if a != b {
                 let missing: Vec<&String> = a.iter().filter(|r| !b.contains(r)).take(3).collect();
                 let extra: Vec<&String> = b.iter().filter(|r| !a.contains(r)).take(3).collect();
-                panic!(
+                return Err(format!(
                     "{src_db}.{name} differs: {} rows on the source, {} on the target\n\
                      missing on target: {missing:#?}\nextra on target: {extra:#?}",
                     a.len(),
                     b.len()
-                );
+                ));
             }
         }
+        Ok(())
     })
+}
+
+/// Asserts that `dst_db` on the target holds exactly the rows of `src_db`.
+pub fn assert_same(
+    source: &Server,
+    src_db: &str,
+    target: &Server,
+    dst_db: &str,
+    only: Option<&[&str]>,
+) {
+    if let Err(e) = compare(source, src_db, target, dst_db, only) {
+        panic!("{e}");
+    }
+}
+
+/// Waits until the target converges to the source, failing with the last
+/// difference after `timeout`.
+pub fn wait_same(source: &Server, src_db: &str, target: &Server, dst_db: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match compare(source, src_db, target, dst_db, None) {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("no convergence after {timeout:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
 }
