@@ -207,3 +207,133 @@ fn kill_9_during_cdc_loses_and_duplicates_nothing() {
     );
     run.stop();
 }
+
+fn sync_job(name: &str, server_id: u32, db: &str, rename: &str, extra: &str, source: &Server, target: &Server) -> String {
+    job_text(
+        &format!(
+            r#"
+name = "{name}"
+mode = "sync"
+[source]
+host = "127.0.0.1"
+port = {{source_port}}
+user = "ferry"
+password_env = "FERRY_SRC_PASSWORD"
+server_id = {server_id}
+[target]
+host = "127.0.0.1"
+port = {{target_port}}
+user = "ferry"
+password_env = "FERRY_DST_PASSWORD"
+[[select]]
+database = "{db}"
+rename = "{rename}"
+{extra}
+"#
+        ),
+        source,
+        target.port,
+    )
+}
+
+/// Sakila under a workload of rentals, payments, film updates that fire its
+/// triggers and a city_id update that cascades through its foreign keys:
+/// nothing applied twice by a trigger or lost to a cascade on the target.
+#[test]
+fn sakila_workload_with_triggers_and_cascades() {
+    let source = Server::start(server::Options {
+        server_id: 21,
+        ..Default::default()
+    });
+    let target = Server::start(server::Options {
+        server_id: 22,
+        ..Default::default()
+    });
+    let sakila = repo().join("../shared/datasets/sakila");
+    source.sql_file(&sakila.join("sakila-mv-schema.sql"));
+    source.sql_file(&sakila.join("sakila-mv-data.sql"));
+    let tmp = temp_dir("cdc-sakila");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &sync_job("sakila-sync", 5103, "sakila", "sakila", "", &source, &target),
+    );
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    source.sql(
+        "USE sakila;
+         INSERT INTO rental (rental_date, inventory_id, customer_id, staff_id)
+           VALUES (NOW(), 10, 5, 1), (NOW(), 11, 6, 2);
+         INSERT INTO payment (customer_id, staff_id, rental_id, amount, payment_date)
+           SELECT customer_id, staff_id, rental_id, 4.99, NOW() FROM rental WHERE rental_id > 16049;
+         UPDATE film SET title = 'ACADEMY DINOSAUR II', description = 'changed' WHERE film_id = 1;
+         INSERT INTO film (title, language_id) VALUES ('NEW FILM', 1);
+         DELETE FROM film_actor WHERE film_id = 2 AND actor_id = 19;
+         UPDATE city SET city_id = 9001 WHERE city_id = 1;
+         UPDATE country SET country_id = 901 WHERE country_id = 2;
+         DELETE FROM payment WHERE payment_id = 5;
+         UPDATE customer SET active = 0, email = NULL WHERE customer_id = 9;",
+    );
+    wait_same(&source, "sakila", &target, "sakila", Duration::from_secs(90));
+    // The cascades reached the children on the target.
+    assert_eq!(target.sql("SELECT COUNT(*) FROM sakila.address WHERE city_id = 9001"), "1");
+    assert_eq!(target.sql("SELECT COUNT(*) FROM sakila.film_text WHERE title = 'NEW FILM'"), "1");
+    // No trigger was created on the target while it replicates.
+    assert_eq!(
+        target.sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'sakila'"),
+        "0"
+    );
+    run.stop();
+}
+
+/// sysbench oltp_write_only on the source during the full load and after:
+/// the target converges.
+#[test]
+fn sysbench_during_the_full_load_and_after() {
+    if std::process::Command::new("sysbench").arg("--version").output().is_err() {
+        panic!("sysbench is missing: scripts/test.sh installs it");
+    }
+    let (source, target) = shared();
+    source.sql("DROP DATABASE IF EXISTS sb_src; CREATE DATABASE sb_src;");
+    target.sql("DROP DATABASE IF EXISTS sb_dst");
+    let sysbench = |cmd: &str, secs: u32| {
+        let out = std::process::Command::new("sysbench")
+            .arg("oltp_write_only")
+            .args(["--db-driver=mysql", "--mysql-host=127.0.0.1", "--mysql-user=ferry"])
+            .arg(format!("--mysql-port={}", source.port))
+            .arg(format!("--mysql-password={PASSWORD}"))
+            .args(["--mysql-db=sb_src", "--tables=2", "--table-size=20000", "--threads=2"])
+            .arg(format!("--time={secs}"))
+            .arg(cmd)
+            .output()
+            .expect("sysbench");
+        assert!(out.status.success(), "sysbench {cmd}: {}", text(&out));
+    };
+    sysbench("prepare", 0);
+    let tmp = temp_dir("cdc-sysbench");
+    let state = tmp.path().join("state");
+    // A throttled full load, so the workload overlaps it.
+    let job = write_job(
+        tmp.path(),
+        &sync_job(
+            "sysbench-sync",
+            5104,
+            "sb_src",
+            "sb_dst",
+            "[full]\nthreads = 2\nchunk_rows = 1000\nrows_per_sec = 8000",
+            source,
+            target,
+        ),
+    );
+    let mut run = SyncRun::start(&state, &job);
+    sysbench("run", 4);
+    run.assert_running();
+    assert!(
+        !run.output().contains("streaming changes"),
+        "the workload should overlap the full load; slow the load down"
+    );
+    run.wait_streaming();
+    sysbench("run", 3);
+    wait_same(source, "sb_src", target, "sb_dst", Duration::from_secs(120));
+    run.stop();
+}
