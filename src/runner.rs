@@ -12,7 +12,7 @@ use crate::cdc::{self, CdcError};
 use crate::check::{self, Status};
 use crate::db::{Connector, Role};
 use crate::full::{self, FullError, Load, RateLimit};
-use crate::job::{JobSpec, Mode};
+use crate::job::{CdcStart, JobSpec, Mode};
 use crate::progress;
 use crate::schema::{self, SchemaError};
 use crate::state::{now_ms, JobRecord, JobState, StateError, Store};
@@ -198,6 +198,13 @@ async fn attempt(
     // CDC starts where the source was before the full load read anything.
     if job.mode == Mode::Sync {
         cdc::record_start(job, &source, &target, store).await?;
+        if job.cdc.start != CdcStart::Auto {
+            // An explicit start: CDC only, no full load.
+            store.set_job_state(&job.name, JobState::Syncing, None)?;
+            eprintln!("{}: streaming changes from [cdc] start (SIGINT/SIGTERM stops)", job.name);
+            cdc::run(job, &source, &target, store, cancel.child_token()).await?;
+            return Ok(());
+        }
     }
 
     store.set_job_state(&job.name, JobState::FullLoad, None)?;

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::db::{quote_ident, Connector, DbError};
-use crate::job::{DdlPolicy, JobSpec};
+use crate::job::{CdcStart, DdlPolicy, JobSpec};
 use crate::state::{now_ms, Checkpoint, StateError, Store};
 
 pub use apply::Applier;
@@ -97,8 +97,9 @@ pub fn server_id(job: &JobSpec) -> u32 {
     })
 }
 
-/// Records where CDC starts, if it is not recorded yet: the source's head
-/// now, before the full load copies anything.
+/// Records where CDC starts, if it is not recorded yet: per `[cdc] start`,
+/// the source's head now (`auto`, before the full load copies anything, and
+/// `now`), a binlog file and position, or a GTID set.
 pub async fn record_start(
     job: &JobSpec,
     source: &Connector,
@@ -127,12 +128,33 @@ pub async fn record_start(
         .map_err(target.query_err("clearing an old checkpoint row"))?;
     }
     let _ = t.disconnect().await;
-    let mut conn = source.connect().await?;
-    let (pos, gtid) = position::head(&mut conn, source).await?;
-    let _ = conn.disconnect().await;
+    let (position, gtid) = match &job.cdc.start {
+        CdcStart::Auto | CdcStart::Now => {
+            let mut conn = source.connect().await?;
+            let (pos, gtid) = position::head(&mut conn, source).await?;
+            let _ = conn.disconnect().await;
+            (pos, (!gtid.is_empty()).then_some(gtid))
+        }
+        CdcStart::FilePos { file, pos } => (
+            BinlogPos {
+                file: file.clone(),
+                pos: *pos,
+            },
+            None,
+        ),
+        // No file yet: the stream starts by GTID and learns the file from
+        // the server's first ROTATE.
+        CdcStart::Gtid(set) => (
+            BinlogPos {
+                file: String::new(),
+                pos: 4,
+            },
+            Some(set.clone()),
+        ),
+    };
     let cp = Checkpoint {
-        position: pos,
-        gtid: (!gtid.is_empty()).then_some(gtid),
+        position,
+        gtid,
         unix_ms: now_ms(),
         safe_until: None,
     };
@@ -201,7 +223,22 @@ pub async fn run(
         .map_err(source.query_err("asking for heartbeats"))?;
     let sid = server_id(job);
     let start = cp.position.clone();
-    info!(at = %start, server_id = sid, "streaming the binlog");
+    if start.file.is_empty() {
+        // MariaDB starts a stream at a GTID through these variables.
+        let set = cp.gtid.clone().unwrap_or_default();
+        for sql in [
+            "SET @slave_gtid_strict_mode = 0",
+            "SET @slave_gtid_ignore_duplicates = 0",
+        ] {
+            conn.query_drop(sql)
+                .await
+                .map_err(source.query_err("preparing a GTID start"))?;
+        }
+        conn.exec_drop("SET @slave_connect_state = ?", (&set,))
+            .await
+            .map_err(source.query_err(format!("starting at GTID {set}")))?;
+    }
+    info!(at = %start, gtid = ?cp.gtid, server_id = sid, "streaming the binlog");
     let request = BinlogStreamRequest::new(sid)
         .with_filename(start.file.as_bytes())
         .with_pos(start.pos);
@@ -298,6 +335,12 @@ pub async fn run(
                 file = String::from_utf8_lossy(&name).into_owned();
             }
             EventData::FormatDescriptionEvent(_) => seen_fde = true,
+            // MySQL: a GTID event opens each transaction (BEGIN follows for DML).
+            EventData::GtidEvent(g) => {
+                gtid = Some(format!("{}:{}", uuid_text(&g.sid()), g.gno()));
+                standalone = false;
+                in_txn = false;
+            }
             EventData::QueryEvent(q) => {
                 let text = q.query();
                 let schema = q.schema().into_owned();
@@ -388,6 +431,12 @@ pub async fn run(
             last_report = std::time::Instant::now();
         }
     }
+}
+
+/// A MySQL server UUID as text.
+fn uuid_text(sid: &[u8; 16]) -> String {
+    let h: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 fn checkpoint(

@@ -337,3 +337,67 @@ fn sysbench_during_the_full_load_and_after() {
     wait_same(source, "sb_src", target, "sb_dst", Duration::from_secs(120));
     run.stop();
 }
+
+/// `[cdc] start` = "now", "FILE:POS" and "gtid:SET": CDC only (no full
+/// load), from that point on.
+#[test]
+fn explicit_start_positions_stream_from_there() {
+    let (source, target) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS st_src; CREATE DATABASE st_src; \
+         CREATE TABLE st_src.t (id INT PRIMARY KEY); INSERT INTO st_src.t VALUES (1);",
+    );
+    let gtid = source.sql("SELECT @@gtid_binlog_pos");
+    source.sql("INSERT INTO st_src.t VALUES (2)");
+    let status = source.sql("SHOW MASTER STATUS");
+    let mut cols = status.split('\t');
+    let (file, pos) = (cols.next().unwrap_or_default().to_string(), cols.next().unwrap_or_default().to_string());
+    source.sql("INSERT INTO st_src.t VALUES (3)");
+    for (i, (start, expect_before)) in [
+        // Each run also sees the rows the runs before it inserted (10, 11).
+        (format!("gtid:{gtid}"), "2,3"),
+        (format!("{file}:{pos}"), "3,10"),
+        ("now".to_string(), ""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dst = format!("st_dst{i}");
+        target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
+        let tmp = temp_dir("cdc-start");
+        let job = write_job(
+            tmp.path(),
+            &sync_job(
+                &format!("start-{i}"),
+                5110 + i as u32,
+                "st_src",
+                &dst,
+                &format!("[cdc]\nstart = \"{start}\""),
+                source,
+                target,
+            ),
+        );
+        let mut run = SyncRun::start(&tmp.path().join("state"), &job);
+        run.wait_streaming();
+        let rows = || target.sql(&format!("SELECT COALESCE(GROUP_CONCAT(id ORDER BY id), '') FROM {dst}.t"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rows() != expect_before {
+            assert!(
+                Instant::now() < deadline,
+                "start {start}: target has {:?}, want {expect_before:?}\n{}",
+                rows(),
+                run.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        source.sql(&format!("INSERT INTO st_src.t VALUES ({})", 10 + i));
+        let new = (10 + i).to_string();
+        let want = if expect_before.is_empty() {
+            new
+        } else {
+            format!("{expect_before},{new}")
+        };
+        wait_until(Duration::from_secs(30), "new rows", || rows() == want);
+        run.stop();
+    }
+}
