@@ -401,3 +401,55 @@ fn explicit_start_positions_stream_from_there() {
         run.stop();
     }
 }
+
+/// A start position the source has purged is a clear error naming the
+/// position needed and the oldest one available.
+#[test]
+fn purged_binlog_is_a_clear_error() {
+    let source = Server::start(server::Options {
+        server_id: 31,
+        ..Default::default()
+    });
+    let (_, target) = shared();
+    source.sql(
+        "CREATE DATABASE pg_src; CREATE TABLE pg_src.t (id INT PRIMARY KEY); \
+         FLUSH BINARY LOGS; FLUSH BINARY LOGS; PURGE BINARY LOGS TO 'binlog.000003';",
+    );
+    let tmp = temp_dir("cdc-purged");
+    let job = write_job(
+        tmp.path(),
+        &sync_job("purged", 5120, "pg_src", "pg_dst", "[cdc]\nstart = \"binlog.000001:4\"", &source, target),
+    );
+    let out = run(ferry(&tmp.path().join("state")).arg("run").arg(&job));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("must resume at binlog.000001:4"), "{t}");
+    assert!(t.contains("the oldest binlog on the source is binlog.000003"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+}
+
+/// Two streams with one server_id: the server cuts the first, and Ferry
+/// says why instead of fighting over it.
+#[test]
+fn a_second_stream_with_the_same_server_id_is_reported() {
+    let (source, target) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS sid_src; CREATE DATABASE sid_src; \
+         CREATE TABLE sid_src.t (id INT PRIMARY KEY);",
+    );
+    let tmp = temp_dir("cdc-sid");
+    let job_a = tmp.path().join("a.toml");
+    let job_b = tmp.path().join("b.toml");
+    std::fs::write(&job_a, sync_job("sid-a", 5130, "sid_src", "sid_a", "", source, target)).expect("job a");
+    std::fs::write(&job_b, sync_job("sid-b", 5130, "sid_src", "sid_b", "", source, target)).expect("job b");
+    let mut a = SyncRun::start(&tmp.path().join("state-a"), &job_a);
+    a.wait_streaming();
+    let mut b = SyncRun::start(&tmp.path().join("state-b"), &job_b);
+    b.wait_streaming();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !a.output().contains("another replica with server_id 5130") {
+        assert!(Instant::now() < deadline, "not reported:\n{}", a.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.stop();
+}
