@@ -58,6 +58,8 @@ pub struct Applier {
     in_txn: bool,
     /// A statement outside a transaction (DDL) ran since the last commit.
     dirty: bool,
+    /// Statements of the open transaction not sent yet (`;`-separated).
+    pending: String,
     /// Generated columns of target tables (never written).
     generated: HashMap<(String, String), HashSet<String>>,
     /// Collation id → (charset, collation) on the target.
@@ -102,6 +104,7 @@ impl Applier {
             job: job.name.clone(),
             in_txn: false,
             dirty: false,
+            pending: String::new(),
             generated: HashMap::new(),
             collations,
         })
@@ -124,10 +127,7 @@ impl Applier {
 
     async fn begin(&mut self) -> Result<(), DbError> {
         if !self.in_txn {
-            self.conn
-                .query_drop("START TRANSACTION")
-                .await
-                .map_err(self.target.query_err("starting a transaction"))?;
+            self.exec("START TRANSACTION".into()).await?;
             self.in_txn = true;
         }
         Ok(())
@@ -144,27 +144,34 @@ impl Applier {
             at: at.clone(),
             source: Box::new(source),
         };
-        self.conn
-            .exec_drop(
-                "INSERT INTO ferry_meta.checkpoints (job, binlog_file, binlog_pos, gtid) \
-                 VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE binlog_file = VALUES(binlog_file), \
-                 binlog_pos = VALUES(binlog_pos), gtid = VALUES(gtid)",
-                (&self.job, &pos.file, pos.pos, gtid),
-            )
-            .await
-            .map_err(|e| apply_err(self.target.query_err("writing the checkpoint row")(e)))?;
-        if self.in_txn {
-            self.conn
-                .query_drop("COMMIT")
-                .await
-                .map_err(|e| apply_err(self.target.query_err("committing")(e)))?;
+        let mut marker = b"INSERT INTO ferry_meta.checkpoints (job, binlog_file, binlog_pos, gtid) VALUES (".to_vec();
+        sql::push_quoted(&mut marker, self.job.as_bytes());
+        marker.push(b',');
+        sql::push_quoted(&mut marker, pos.file.as_bytes());
+        marker.extend_from_slice(format!(",{},", pos.pos).as_bytes());
+        match gtid {
+            Some(g) => sql::push_quoted(&mut marker, g.as_bytes()),
+            None => marker.extend_from_slice(b"NULL"),
         }
+        marker.extend_from_slice(
+            b") ON DUPLICATE KEY UPDATE binlog_file = VALUES(binlog_file), \
+              binlog_pos = VALUES(binlog_pos), gtid = VALUES(gtid)",
+        );
+        self.exec(String::from_utf8_lossy(&marker).into_owned())
+            .await
+            .map_err(apply_err)?;
+        if self.in_txn {
+            self.exec("COMMIT".into()).await.map_err(apply_err)?;
+        }
+        // The whole transaction goes to the target in one round trip.
+        self.flush().await.map_err(apply_err)?;
         self.in_txn = false;
         self.dirty = false;
         Ok(())
     }
 
     pub async fn rollback(&mut self) {
+        self.pending.clear();
         if self.in_txn {
             let _ = self.conn.query_drop("ROLLBACK").await;
             self.in_txn = false;
@@ -385,7 +392,24 @@ impl Applier {
         Ok(())
     }
 
+    /// Queues a statement of the current transaction; it reaches the
+    /// target at the commit (one round trip), or once 1 MiB has queued.
     async fn exec(&mut self, sql: String) -> Result<(), DbError> {
+        if !self.pending.is_empty() {
+            self.pending.push_str(";\n");
+        }
+        self.pending.push_str(&sql);
+        if self.pending.len() > 1 << 20 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), DbError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let sql = std::mem::take(&mut self.pending);
         self.conn
             .query_drop(sql.as_str())
             .await
