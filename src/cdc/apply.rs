@@ -286,13 +286,22 @@ impl Applier {
                         continue;
                     };
                     let keyed = b.columns.iter().any(|c| c.primary);
+                    // Only the columns that changed (both images are full).
+                    let same_shape = a.columns == b.columns;
                     let sets: Vec<String> = a
                         .columns
                         .iter()
                         .zip(&a.values)
-                        .filter(|(c, _)| !generated.contains(&c.name.to_ascii_lowercase()))
-                        .map(|(c, v)| format!("{} = {}", quote_ident(&c.name), self.literal(c, v)))
+                        .enumerate()
+                        .filter(|(i, (c, v))| {
+                            !generated.contains(&c.name.to_ascii_lowercase())
+                                && !(same_shape && b.values.get(*i) == Some(*v))
+                        })
+                        .map(|(_, (c, v))| format!("{} = {}", quote_ident(&c.name), self.literal(c, v)))
                         .collect();
+                    if sets.is_empty() && !safe {
+                        continue;
+                    }
                     let (cond, limit) = self.locate(&b, &generated);
                     self.exec(format!(
                         "UPDATE {t} SET {} WHERE {cond}{limit}",
@@ -390,6 +399,11 @@ impl Applier {
             self.exec(sql).await?;
         }
         Ok(())
+    }
+
+    /// Bytes of statements queued and not sent yet.
+    pub fn queued_bytes(&self) -> usize {
+        self.pending.len()
     }
 
     /// Queues a statement of the current transaction; it reaches the

@@ -258,13 +258,22 @@ pub async fn run(
     let mut standalone = false;
     let mut last_report = std::time::Instant::now();
     let mut applied_txns = 0u64;
+    // Group commit: whole source transactions are applied in one target
+    // transaction until the stream has nothing ready (or the group is
+    // big), so a busy source does not cost a target commit per transaction.
+    // Each source transaction stays atomic and in order.
+    let mut group = Group::default();
+    let mut peeked = None;
     loop {
-        let next = tokio::select! {
-            ev = stream.next() => ev,
-            _ = cancel.cancelled() => {
-                applier.rollback().await;
-                return Err(CdcError::Cancelled);
-            }
+        let next = match peeked.take() {
+            Some(ev) => ev,
+            None => tokio::select! {
+                ev = stream.next() => ev,
+                _ = cancel.cancelled() => {
+                    applier.rollback().await;
+                    return Err(CdcError::Cancelled);
+                }
+            },
         };
         let at = |pos: u64| BinlogPos {
             file: file.clone(),
@@ -347,15 +356,17 @@ pub async fn run(
                 match text.trim() {
                     "BEGIN" => in_txn = true,
                     "COMMIT" => {
-                        let pos = at(end);
-                        applier.commit(&pos, gtid.as_deref()).await?;
-                        checkpoint(store, job, &mut cp, pos, gtid.clone())?;
+                        group.add(at(end), gtid.clone());
                         in_txn = false;
                         applied_txns += 1;
+                        if group.full(&applier) || next_is_not_ready(&mut stream, &mut peeked) {
+                            group.commit(&mut applier, store, job, &mut cp).await?;
+                        }
                     }
                     statement => {
                         let pos = at(end);
                         if !in_txn || standalone {
+                            group.commit(&mut applier, store, job, &mut cp).await?;
                             ddl(job, &mut applier, &schema, statement, &pos).await?;
                             applier.commit(&pos, gtid.as_deref()).await?;
                             checkpoint(store, job, &mut cp, pos, gtid.clone())?;
@@ -417,11 +428,12 @@ pub async fn run(
                     })?;
             }
             EventData::XidEvent(_) => {
-                let pos = at(end);
-                applier.commit(&pos, gtid.as_deref()).await?;
-                checkpoint(store, job, &mut cp, pos, gtid.clone())?;
+                group.add(at(end), gtid.clone());
                 in_txn = false;
                 applied_txns += 1;
+                if group.full(&applier) || next_is_not_ready(&mut stream, &mut peeked) {
+                    group.commit(&mut applier, store, job, &mut cp).await?;
+                }
             }
             _ => {}
         }
@@ -430,6 +442,53 @@ pub async fn run(
             info!(at = %cp.position, transactions = applied_txns, lag_s = if kind == 27 { 0 } else { lag }, "cdc progress");
             last_report = std::time::Instant::now();
         }
+    }
+}
+
+type Next = Option<mysql_async::Result<mysql_async::binlog::events::Event>>;
+
+/// Whether the stream has no event ready right now; a ready one is kept in
+/// `peeked` for the next turn.
+fn next_is_not_ready(stream: &mut mysql_async::BinlogStream, peeked: &mut Option<Next>) -> bool {
+    use futures_util::FutureExt;
+    match stream.next().now_or_never() {
+        Some(ev) => {
+            *peeked = Some(ev);
+            false
+        }
+        None => true,
+    }
+}
+
+/// Source transactions applied but not yet committed on the target.
+#[derive(Default)]
+struct Group {
+    txns: u32,
+    /// The end of the last whole source transaction in the group.
+    end: Option<(BinlogPos, Option<String>)>,
+}
+
+impl Group {
+    const MAX_TXNS: u32 = 500;
+
+    fn add(&mut self, end: BinlogPos, gtid: Option<String>) {
+        self.txns += 1;
+        self.end = Some((end, gtid));
+    }
+
+    fn full(&self, applier: &Applier) -> bool {
+        self.txns >= Self::MAX_TXNS || applier.queued_bytes() > 512 << 10
+    }
+
+    /// Commits the group on the target (with its marker row), then records
+    /// the checkpoint in redb.
+    async fn commit(&mut self, applier: &mut Applier, store: &Store, job: &JobSpec, cp: &mut Checkpoint) -> Result<(), CdcError> {
+        if let Some((pos, gtid)) = self.end.take() {
+            applier.commit(&pos, gtid.as_deref()).await?;
+            checkpoint(store, job, cp, pos, gtid)?;
+        }
+        self.txns = 0;
+        Ok(())
     }
 }
 
