@@ -201,7 +201,10 @@ async fn attempt(
         if job.cdc.start != CdcStart::Auto {
             // An explicit start: CDC only, no full load.
             store.set_job_state(&job.name, JobState::Syncing, None)?;
-            eprintln!("{}: streaming changes from [cdc] start (SIGINT/SIGTERM stops)", job.name);
+            eprintln!(
+                "{}: streaming changes from [cdc] start (SIGINT/SIGTERM stops)",
+                job.name
+            );
             cdc::run(job, &source, &target, store, cancel.child_token()).await?;
             return Ok(());
         }

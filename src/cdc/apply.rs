@@ -144,7 +144,9 @@ impl Applier {
             at: at.clone(),
             source: Box::new(source),
         };
-        let mut marker = b"INSERT INTO ferry_meta.checkpoints (job, binlog_file, binlog_pos, gtid) VALUES (".to_vec();
+        let mut marker =
+            b"INSERT INTO ferry_meta.checkpoints (job, binlog_file, binlog_pos, gtid) VALUES ("
+                .to_vec();
         sql::push_quoted(&mut marker, self.job.as_bytes());
         marker.push(b',');
         sql::push_quoted(&mut marker, pos.file.as_bytes());
@@ -294,24 +296,36 @@ impl Applier {
                         .zip(&a.values)
                         .enumerate()
                         .filter(|(i, (c, v))| {
-                            !generated.contains(&c.name.to_ascii_lowercase())
-                                && !(same_shape && b.values.get(*i) == Some(*v))
+                            let unchanged = same_shape && b.values.get(*i) == Some(*v);
+                            !(unchanged || generated.contains(&c.name.to_ascii_lowercase()))
                         })
-                        .map(|(_, (c, v))| format!("{} = {}", quote_ident(&c.name), self.literal(c, v)))
+                        .map(|(_, (c, v))| {
+                            format!("{} = {}", quote_ident(&c.name), self.literal(c, v))
+                        })
                         .collect();
-                    if sets.is_empty() && !safe {
+                    let (cond, limit) = self.locate(&b, &generated);
+                    let update = (!sets.is_empty())
+                        .then(|| format!("UPDATE {t} SET {} WHERE {cond}{limit}", sets.join(", ")));
+                    if !(safe && keyed) {
+                        if let Some(update) = update {
+                            self.exec(update).await?;
+                        }
                         continue;
                     }
-                    let (cond, limit) = self.locate(&b, &generated);
-                    self.exec(format!(
-                        "UPDATE {t} SET {} WHERE {cond}{limit}",
-                        sets.join(", ")
-                    ))
-                    .await?;
                     // Safe mode: the row may be missing (or already changed);
                     // then the after image is upserted. Never DELETE + REPLACE:
-                    // on the target that would cascade to child rows.
-                    if safe && keyed && self.conn.affected_rows() == 0 {
+                    // on the target that would cascade to child rows. The
+                    // UPDATE goes alone, so its affected-rows count is its own.
+                    self.flush().await?;
+                    let found = match update {
+                        Some(update) => {
+                            self.exec(update).await?;
+                            self.flush().await?;
+                            self.conn.affected_rows() > 0
+                        }
+                        None => false,
+                    };
+                    if !found {
                         self.insert(&t, &generated, std::slice::from_ref(&a), true)
                             .await?;
                     }

@@ -259,21 +259,28 @@ pub async fn run(
     let mut last_report = std::time::Instant::now();
     let mut applied_txns = 0u64;
     // Group commit: whole source transactions are applied in one target
-    // transaction until the stream has nothing ready (or the group is
-    // big), so a busy source does not cost a target commit per transaction.
-    // Each source transaction stays atomic and in order.
+    // transaction until the stream pauses (or the group is big), so a busy
+    // source does not cost a target commit per transaction. Each source
+    // transaction stays atomic and in order.
     let mut group = Group::default();
-    let mut peeked = None;
     loop {
-        let next = match peeked.take() {
-            Some(ev) => ev,
-            None => tokio::select! {
-                ev = stream.next() => ev,
-                _ = cancel.cancelled() => {
-                    applier.rollback().await;
-                    return Err(CdcError::Cancelled);
-                }
-            },
+        // Only between source transactions: a partly received transaction
+        // must never be committed.
+        let pause = if group.txns > 0 && !in_txn {
+            Duration::from_millis(2)
+        } else {
+            Duration::from_secs(3600)
+        };
+        let next = tokio::select! {
+            ev = stream.next() => ev,
+            _ = tokio::time::sleep(pause) => {
+                group.commit(&mut applier, store, job, &mut cp).await?;
+                continue;
+            }
+            _ = cancel.cancelled() => {
+                applier.rollback().await;
+                return Err(CdcError::Cancelled);
+            }
         };
         let at = |pos: u64| BinlogPos {
             file: file.clone(),
@@ -321,6 +328,13 @@ pub async fn run(
             }
             // GTID_LIST, BINLOG_CHECKPOINT, START_ENCRYPTION and friends.
             160..=171 => continue,
+            // A heartbeat: the source is idle.
+            27 => {
+                if !in_txn {
+                    group.commit(&mut applier, store, job, &mut cp).await?;
+                }
+                continue;
+            }
             _ => {}
         }
         let data = match ev.read_data() {
@@ -359,7 +373,7 @@ pub async fn run(
                         group.add(at(end), gtid.clone());
                         in_txn = false;
                         applied_txns += 1;
-                        if group.full(&applier) || next_is_not_ready(&mut stream, &mut peeked) {
+                        if group.full(&applier) {
                             group.commit(&mut applier, store, job, &mut cp).await?;
                         }
                     }
@@ -431,7 +445,7 @@ pub async fn run(
                 group.add(at(end), gtid.clone());
                 in_txn = false;
                 applied_txns += 1;
-                if group.full(&applier) || next_is_not_ready(&mut stream, &mut peeked) {
+                if group.full(&applier) {
                     group.commit(&mut applier, store, job, &mut cp).await?;
                 }
             }
@@ -442,21 +456,6 @@ pub async fn run(
             info!(at = %cp.position, transactions = applied_txns, lag_s = if kind == 27 { 0 } else { lag }, "cdc progress");
             last_report = std::time::Instant::now();
         }
-    }
-}
-
-type Next = Option<mysql_async::Result<mysql_async::binlog::events::Event>>;
-
-/// Whether the stream has no event ready right now; a ready one is kept in
-/// `peeked` for the next turn.
-fn next_is_not_ready(stream: &mut mysql_async::BinlogStream, peeked: &mut Option<Next>) -> bool {
-    use futures_util::FutureExt;
-    match stream.next().now_or_never() {
-        Some(ev) => {
-            *peeked = Some(ev);
-            false
-        }
-        None => true,
     }
 }
 
@@ -482,7 +481,13 @@ impl Group {
 
     /// Commits the group on the target (with its marker row), then records
     /// the checkpoint in redb.
-    async fn commit(&mut self, applier: &mut Applier, store: &Store, job: &JobSpec, cp: &mut Checkpoint) -> Result<(), CdcError> {
+    async fn commit(
+        &mut self,
+        applier: &mut Applier,
+        store: &Store,
+        job: &JobSpec,
+        cp: &mut Checkpoint,
+    ) -> Result<(), CdcError> {
         if let Some((pos, gtid)) = self.end.take() {
             applier.commit(&pos, gtid.as_deref()).await?;
             checkpoint(store, job, cp, pos, gtid)?;
@@ -495,7 +500,14 @@ impl Group {
 /// A MySQL server UUID as text.
 fn uuid_text(sid: &[u8; 16]) -> String {
     let h: String = sid.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn checkpoint(

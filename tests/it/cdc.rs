@@ -208,7 +208,15 @@ fn kill_9_during_cdc_loses_and_duplicates_nothing() {
     run.stop();
 }
 
-fn sync_job(name: &str, server_id: u32, db: &str, rename: &str, extra: &str, source: &Server, target: &Server) -> String {
+fn sync_job(
+    name: &str,
+    server_id: u32,
+    db: &str,
+    rename: &str,
+    extra: &str,
+    source: &Server,
+    target: &Server,
+) -> String {
     job_text(
         &format!(
             r#"
@@ -256,7 +264,15 @@ fn sakila_workload_with_triggers_and_cascades() {
     let state = tmp.path().join("state");
     let job = write_job(
         tmp.path(),
-        &sync_job("sakila-sync", 5103, "sakila", "sakila", "", &source, &target),
+        &sync_job(
+            "sakila-sync",
+            5103,
+            "sakila",
+            "sakila",
+            "",
+            &source,
+            &target,
+        ),
     );
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
@@ -274,13 +290,27 @@ fn sakila_workload_with_triggers_and_cascades() {
          DELETE FROM payment WHERE payment_id = 5;
          UPDATE customer SET active = 0, email = NULL WHERE customer_id = 9;",
     );
-    wait_same(&source, "sakila", &target, "sakila", Duration::from_secs(90));
+    wait_same(
+        &source,
+        "sakila",
+        &target,
+        "sakila",
+        Duration::from_secs(90),
+    );
     // The cascades reached the children on the target.
-    assert_eq!(target.sql("SELECT COUNT(*) FROM sakila.address WHERE city_id = 9001"), "1");
-    assert_eq!(target.sql("SELECT COUNT(*) FROM sakila.film_text WHERE title = 'NEW FILM'"), "1");
+    assert_eq!(
+        target.sql("SELECT COUNT(*) FROM sakila.address WHERE city_id = 9001"),
+        "1"
+    );
+    assert_eq!(
+        target.sql("SELECT COUNT(*) FROM sakila.film_text WHERE title = 'NEW FILM'"),
+        "1"
+    );
     // No trigger was created on the target while it replicates.
     assert_eq!(
-        target.sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'sakila'"),
+        target.sql(
+            "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'sakila'"
+        ),
         "0"
     );
     run.stop();
@@ -290,7 +320,11 @@ fn sakila_workload_with_triggers_and_cascades() {
 /// the target converges.
 #[test]
 fn sysbench_during_the_full_load_and_after() {
-    if std::process::Command::new("sysbench").arg("--version").output().is_err() {
+    if std::process::Command::new("sysbench")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         panic!("sysbench is missing: scripts/test.sh installs it");
     }
     let (source, target) = shared();
@@ -299,10 +333,19 @@ fn sysbench_during_the_full_load_and_after() {
     let sysbench = |cmd: &str, secs: u32| {
         let out = std::process::Command::new("sysbench")
             .arg("oltp_write_only")
-            .args(["--db-driver=mysql", "--mysql-host=127.0.0.1", "--mysql-user=ferry"])
+            .args([
+                "--db-driver=mysql",
+                "--mysql-host=127.0.0.1",
+                "--mysql-user=ferry",
+            ])
             .arg(format!("--mysql-port={}", source.port))
             .arg(format!("--mysql-password={PASSWORD}"))
-            .args(["--mysql-db=sb_src", "--tables=2", "--table-size=20000", "--threads=2"])
+            .args([
+                "--mysql-db=sb_src",
+                "--tables=2",
+                "--table-size=20000",
+                "--threads=2",
+            ])
             .arg(format!("--time={secs}"))
             .arg(cmd)
             .output()
@@ -334,7 +377,23 @@ fn sysbench_during_the_full_load_and_after() {
     );
     run.wait_streaming();
     sysbench("run", 3);
-    wait_same(source, "sb_src", target, "sb_dst", Duration::from_secs(120));
+    let converged = std::panic::catch_unwind(|| {
+        wait_same(source, "sb_src", target, "sb_dst", Duration::from_secs(120))
+    });
+    if let Err(e) = converged {
+        let logs: String = std::fs::read_dir(state.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        let tail: Vec<&str> = logs.lines().rev().take(15).collect();
+        panic!(
+            "{e:?}\nferry:\n{}\nlog tail:\n{}",
+            run.output(),
+            tail.join("\n")
+        );
+    }
     run.stop();
 }
 
@@ -351,7 +410,10 @@ fn explicit_start_positions_stream_from_there() {
     source.sql("INSERT INTO st_src.t VALUES (2)");
     let status = source.sql("SHOW MASTER STATUS");
     let mut cols = status.split('\t');
-    let (file, pos) = (cols.next().unwrap_or_default().to_string(), cols.next().unwrap_or_default().to_string());
+    let (file, pos) = (
+        cols.next().unwrap_or_default().to_string(),
+        cols.next().unwrap_or_default().to_string(),
+    );
     source.sql("INSERT INTO st_src.t VALUES (3)");
     for (i, (start, expect_before)) in [
         // Each run also sees the rows the runs before it inserted (10, 11).
@@ -379,7 +441,11 @@ fn explicit_start_positions_stream_from_there() {
         );
         let mut run = SyncRun::start(&tmp.path().join("state"), &job);
         run.wait_streaming();
-        let rows = || target.sql(&format!("SELECT COALESCE(GROUP_CONCAT(id ORDER BY id), '') FROM {dst}.t"));
+        let rows = || {
+            target.sql(&format!(
+                "SELECT COALESCE(GROUP_CONCAT(id ORDER BY id), '') FROM {dst}.t"
+            ))
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while rows() != expect_before {
             assert!(
@@ -418,13 +484,24 @@ fn purged_binlog_is_a_clear_error() {
     let tmp = temp_dir("cdc-purged");
     let job = write_job(
         tmp.path(),
-        &sync_job("purged", 5120, "pg_src", "pg_dst", "[cdc]\nstart = \"binlog.000001:4\"", &source, target),
+        &sync_job(
+            "purged",
+            5120,
+            "pg_src",
+            "pg_dst",
+            "[cdc]\nstart = \"binlog.000001:4\"",
+            &source,
+            target,
+        ),
     );
     let out = run(ferry(&tmp.path().join("state")).arg("run").arg(&job));
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("must resume at binlog.000001:4"), "{t}");
-    assert!(t.contains("the oldest binlog on the source is binlog.000003"), "{t}");
+    assert!(
+        t.contains("the oldest binlog on the source is binlog.000003"),
+        "{t}"
+    );
     assert!(!t.contains("panicked"), "{t}");
 }
 
@@ -440,8 +517,16 @@ fn a_second_stream_with_the_same_server_id_is_reported() {
     let tmp = temp_dir("cdc-sid");
     let job_a = tmp.path().join("a.toml");
     let job_b = tmp.path().join("b.toml");
-    std::fs::write(&job_a, sync_job("sid-a", 5130, "sid_src", "sid_a", "", source, target)).expect("job a");
-    std::fs::write(&job_b, sync_job("sid-b", 5130, "sid_src", "sid_b", "", source, target)).expect("job b");
+    std::fs::write(
+        &job_a,
+        sync_job("sid-a", 5130, "sid_src", "sid_a", "", source, target),
+    )
+    .expect("job a");
+    std::fs::write(
+        &job_b,
+        sync_job("sid-b", 5130, "sid_src", "sid_b", "", source, target),
+    )
+    .expect("job b");
     let mut a = SyncRun::start(&tmp.path().join("state-a"), &job_a);
     a.wait_streaming();
     let mut b = SyncRun::start(&tmp.path().join("state-b"), &job_b);

@@ -156,6 +156,42 @@ pub fn compare(
     })
 }
 
+/// CHECKSUM TABLE of every table of `src_db` on both sides.
+fn checksums_match(
+    source: &Server,
+    src_db: &str,
+    target: &Server,
+    dst_db: &str,
+) -> Result<(), String> {
+    let tables = source.sql(&format!(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{src_db}' \
+         AND TABLE_TYPE = 'BASE TABLE'"
+    ));
+    for t in tables.lines() {
+        let sum = |s: &Server, db: &str| {
+            let have = s.sql(&format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = '{t}'"
+            ));
+            if have == "1" {
+                s.sql(&format!("CHECKSUM TABLE `{db}`.`{t}`"))
+                    .split('\t')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string()
+            } else {
+                "absent".to_string()
+            }
+        };
+        let (a, b) = (sum(source, src_db), sum(target, dst_db));
+        if a != b {
+            return Err(format!(
+                "CHECKSUM TABLE {t}: {a} on the source, {b} on the target"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Asserts that `dst_db` on the target holds exactly the rows of `src_db`.
 pub fn assert_same(
     source: &Server,
@@ -174,6 +210,15 @@ pub fn assert_same(
 pub fn wait_same(source: &Server, src_db: &str, target: &Server, dst_db: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
+        // CHECKSUM TABLE first: cheap, so polling does not starve the job.
+        if let Err(e) = checksums_match(source, src_db, target, dst_db) {
+            assert!(
+                Instant::now() < deadline,
+                "no convergence after {timeout:?}: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
         match compare(source, src_db, target, dst_db, None) {
             Ok(()) => return,
             Err(e) if Instant::now() > deadline => panic!("no convergence after {timeout:?}: {e}"),
