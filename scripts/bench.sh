@@ -9,7 +9,14 @@
 #   - mysqldump | mariadb.
 # Prints rows/s of each, ratios, and ferry's peak RSS.
 #
-#   scripts/bench.sh            (ROWS=250000 TABLES=4 THREADS=4 ROUNDS=1)
+# CDC apply: a BURST-second sysbench oltp_write_only burst (4 threads) is
+# written to the source first; then, from the position before it, ferry
+# (sync job, [cdc] start = that position) and MariaDB's own replication
+# (a third sandbox server; single-threaded, then slave_parallel_threads=4
+# optimistic) each apply the backlog to a copy of the pre-burst data.
+#
+#   scripts/bench.sh [full|cdc|all]   (default all; ROWS=250000 TABLES=4
+#                                      THREADS=4 ROUNDS=1 BURST=30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
@@ -18,6 +25,8 @@ ROWS=${ROWS:-250000}
 TABLES=${TABLES:-4}
 THREADS=${THREADS:-4}
 ROUNDS=${ROUNDS:-1}
+BURST=${BURST:-30}
+WHAT=${1:-all}
 TOTAL=$((ROWS * TABLES))
 
 missing=()
@@ -34,13 +43,17 @@ fi
 
 cargo build --release --quiet
 FERRY=$PWD/target/release/ferry
-scripts/sandbox.sh start >/dev/null
+scripts/sandbox.sh start replica >/dev/null
 eval "$(scripts/sandbox.sh env)"
 PW=$FERRY_SRC_PASSWORD
 sql() { scripts/sandbox.sh sql "$@"; }
 WORK=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
+reset_target() { sql target -e "DROP DATABASE IF EXISTS $1"; }
+now() { date +%s.%N; }
+
+bench_full() {
 have=$(sql source -N -e "SELECT COALESCE(SUM(TABLE_ROWS),0) FROM information_schema.TABLES WHERE TABLE_SCHEMA='sbtest'" 2>/dev/null || echo 0)
 count=$(sql source -N -e "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='sbtest'" || echo 0)
 if [ "$count" != "$TABLES" ] || [ "$(sql source -N -e "SELECT COUNT(*) FROM sbtest.sbtest1" 2>/dev/null || echo 0)" != "$ROWS" ]; then
@@ -53,8 +66,6 @@ fi
 # Warm the source's buffer pool so the first contender is not penalised.
 for i in $(seq 1 "$TABLES"); do sql source -N -e "CHECKSUM TABLE sbtest.sbtest$i" >/dev/null; done
 
-reset_target() { sql target -e "DROP DATABASE IF EXISTS $1"; }
-now() { date +%s.%N; }
 declare -A SECS
 
 run_ferry() { # run_ferry NAME TARGET_BINLOG
@@ -152,3 +163,122 @@ row "ferry ($THREADS threads, target_binlog = false)" ferry_nobinlog
 row "mydumper -t $THREADS + myloader -t $THREADS" myloader ferry_nobinlog
 echo
 echo "ferry peak RSS: $((RSS_KB / 1024)) MiB"
+}
+
+
+# ---------------------------------------------------------------- CDC apply
+CDC_ROWS=${CDC_ROWS:-100000}
+sbc() { # sysbench on the source's sbcdc database
+  sysbench oltp_write_only --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$SOURCE_PORT" \
+    --mysql-user=ferry --mysql-password="$PW" --mysql-db=sbcdc --tables=4 --table-size="$CDC_ROWS" "$@"
+}
+
+ferry_job() { # ferry_job NAME MODE PORT DB [extra toml]
+  cat <<EOF
+name = "$1"
+mode = "$2"
+[source]
+host = "127.0.0.1"
+port = $SOURCE_PORT
+user = "ferry"
+password_env = "FERRY_SRC_PASSWORD"
+server_id = 7001
+[target]
+host = "127.0.0.1"
+port = $3
+user = "ferry"
+password_env = "FERRY_DST_PASSWORD"
+[[select]]
+database = "sbcdc"
+rename = "$4"
+${5:-}
+EOF
+}
+
+replica_status() { # prints "file pos" the replica has executed up to
+  sql replica -e "SHOW SLAVE STATUS\G" | awk '/Relay_Master_Log_File/ {f=$2} / Exec_Master_Log_Pos/ {p=$2} END {print f, p}'
+}
+
+native_apply() { # native_apply THREADS: prints seconds to apply the burst
+  local threads=$1
+  # Back to the pre-burst data.
+  sql replica -e "STOP SLAVE; RESET SLAVE ALL; DROP DATABASE IF EXISTS sbcdc; CREATE DATABASE sbcdc;" 2>/dev/null
+  for i in 1 2 3 4; do
+    sql replica -e "CREATE TABLE sbcdc.sbtest$i LIKE sbcdc_base.sbtest$i; INSERT INTO sbcdc.sbtest$i SELECT * FROM sbcdc_base.sbtest$i"
+  done
+  sql replica -e "SET GLOBAL slave_parallel_threads = $threads; SET GLOBAL slave_parallel_mode = 'optimistic';
+    SET GLOBAL replicate_do_db = 'sbcdc';
+    CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$SOURCE_PORT, MASTER_USER='ferry',
+    MASTER_PASSWORD='$PW', MASTER_LOG_FILE='$P_FILE', MASTER_LOG_POS=$P_POS, MASTER_USE_GTID=no;"
+  local t0; t0=$(now)
+  sql replica -e "START SLAVE"
+  while :; do
+    read -r f p < <(replica_status) || true
+    if [ "$f" = "$E_FILE" ] && [ "${p:-0}" -ge "$E_POS" ]; then break; fi
+    sleep 0.05
+  done
+  echo "$(now) - $t0" | bc
+  sql replica -e "STOP SLAVE"
+}
+
+bench_cdc() {
+  echo "== CDC: preparing sbcdc (4 x $CDC_ROWS rows) and pre-burst copies"
+  sql source -e "DROP DATABASE IF EXISTS sbcdc; CREATE DATABASE sbcdc"
+  sbc --threads=2 prepare >/dev/null
+  reset_target sbcdc_ferry
+  sql target -e "DELETE FROM ferry_meta.checkpoints WHERE job = 'bench-cdc'" 2>/dev/null || true
+  sql replica -e "STOP SLAVE; RESET SLAVE ALL" 2>/dev/null || true
+  sql replica -e "DROP DATABASE IF EXISTS sbcdc_base; DROP DATABASE IF EXISTS sbcdc"
+  ferry_job bench-copy-t full "$TARGET_PORT" sbcdc_ferry >"$WORK/copy-t.toml"
+  ferry_job bench-copy-r full "$REPLICA_PORT" sbcdc_base >"$WORK/copy-r.toml"
+  rm -rf "$WORK/copy-state"
+  "$FERRY" --state "$WORK/copy-state" run "$WORK/copy-t.toml" "$WORK/copy-r.toml" 2>/dev/null
+  read -r P_FILE P_POS _ < <(sql source -N -e "SHOW MASTER STATUS")
+  echo "== CDC: ${BURST}s sysbench oltp_write_only burst (4 threads) from $P_FILE:$P_POS"
+  TXNS=$(sbc --threads=4 --time="$BURST" run | awk '/transactions:/ {print $2}')
+  read -r E_FILE E_POS _ < <(sql source -N -e "SHOW MASTER STATUS")
+  ROWS_CHANGED=$((TXNS * 4)) # oltp_write_only: 2 updates, 1 delete, 1 insert
+  echo "   $TXNS transactions, $ROWS_CHANGED row changes, up to $E_FILE:$E_POS"
+
+  ferry_job bench-cdc sync "$TARGET_PORT" sbcdc_ferry "[cdc]
+start = \"$P_FILE:$P_POS\"" >"$WORK/cdc.toml"
+  rm -rf "$WORK/cdc-state"
+  local t0; t0=$(now)
+  "$FERRY" --state "$WORK/cdc-state" run "$WORK/cdc.toml" 2>"$WORK/cdc.err" &
+  local pid=$!
+  local peak=0
+  while :; do
+    read -r f p < <(sql target -N -e "SELECT binlog_file, binlog_pos FROM ferry_meta.checkpoints WHERE job = 'bench-cdc'" 2>/dev/null || echo "x 0") || true
+    if [ "$f" = "$E_FILE" ] && [ "${p:-0}" -ge "$E_POS" ]; then break; fi
+    kill -0 $pid 2>/dev/null || { cat "$WORK/cdc.err"; exit 1; }
+    rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+    sleep 0.05
+  done
+  local ferry_s; ferry_s=$(echo "$(now) - $t0" | bc)
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  for i in 1 2 3 4; do
+    a=$(sql source -N -e "CHECKSUM TABLE sbcdc.sbtest$i" | cut -f2)
+    b=$(sql target -N -e "CHECKSUM TABLE sbcdc_ferry.sbtest$i" | cut -f2)
+    [ "$a" = "$b" ] || { echo "MISMATCH after CDC: sbtest$i" >&2; exit 1; }
+  done
+
+  local native1 native4
+  native1=$(native_apply 0)
+  native4=$(native_apply 4)
+  crate() { echo "$ROWS_CHANGED / $1" | bc; }
+  echo
+  echo "CDC apply of a ${BURST}s sysbench oltp_write_only backlog ($TXNS transactions, $ROWS_CHANGED rows)"
+  printf '%-44s %8s %10s %12s\n' "" seconds rows/s "ferry faster"
+  printf '%-44s %8.2f %10d %12s\n' "ferry (serial apply, group commit)" "$ferry_s" "$(crate "$ferry_s")" ""
+  printf '%-44s %8.2f %10d %11sx\n' "MariaDB replica, single-threaded" "$native1" "$(crate "$native1")" "$(echo "scale=2; $native1 / $ferry_s" | bc)"
+  printf '%-44s %8.2f %10d %11sx\n' "MariaDB replica, 4 threads optimistic" "$native4" "$(crate "$native4")" "$(echo "scale=2; $native4 / $ferry_s" | bc)"
+  echo "ferry peak RSS while applying: $((peak / 1024)) MiB (its time includes start-up and precheck)"
+}
+
+case $WHAT in
+  full) bench_full ;;
+  cdc) bench_cdc ;;
+  all) bench_full; echo; bench_cdc ;;
+  *) echo "usage: scripts/bench.sh [full|cdc|all]" >&2; exit 2 ;;
+esac

@@ -2,7 +2,9 @@
 # Throwaway MariaDB servers for the demo and the benchmarks: a source and a
 # target, each with its own datadir, socket and port, binlog ROW / FULL / FULL.
 #
-#   scripts/sandbox.sh start      start both (creating them on first use)
+#   scripts/sandbox.sh start [replica]  start both (creating them on first
+#                                 use); with `replica`, also a third server
+#                                 for native-replication benchmarks
 #   scripts/sandbox.sh stop       stop both
 #   scripts/sandbox.sh destroy    stop both and delete their data
 #   scripts/sandbox.sh env        print the exports a job file needs
@@ -15,6 +17,7 @@ set -euo pipefail
 SANDBOX=${SANDBOX:-$PWD/.sandbox}
 SOURCE_PORT=${SOURCE_PORT:-23306}
 TARGET_PORT=${TARGET_PORT:-23307}
+REPLICA_PORT=${REPLICA_PORT:-23308}
 FERRY_PASSWORD=${FERRY_PASSWORD:-ferry-sandbox}
 
 need_mariadb() {
@@ -26,8 +29,8 @@ need_mariadb() {
 
 mariadbd_bin() { command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd; }
 
-port_of() { if [ "$1" = source ]; then echo "$SOURCE_PORT"; else echo "$TARGET_PORT"; fi; }
-id_of() { if [ "$1" = source ]; then echo 1; else echo 2; fi; }
+port_of() { case $1 in source) echo "$SOURCE_PORT" ;; target) echo "$TARGET_PORT" ;; *) echo "$REPLICA_PORT" ;; esac; }
+id_of() { case $1 in source) echo 1 ;; target) echo 2 ;; *) echo 3 ;; esac; }
 
 client() { # client NAME [args...]
   local name=$1; shift
@@ -91,12 +94,12 @@ stop_one() {
 }
 
 case "${1:-}" in
-  start) need_mariadb; start_one source; start_one target ;;
-  stop) stop_one source; stop_one target ;;
-  destroy) stop_one source; stop_one target; rm -rf "$SANDBOX"; echo "removed $SANDBOX" ;;
+  start) need_mariadb; start_one source; start_one target; [ "${2:-}" = replica ] && start_one replica; true ;;
+  stop) stop_one source; stop_one target; stop_one replica ;;
+  destroy) stop_one source; stop_one target; stop_one replica; rm -rf "$SANDBOX"; echo "removed $SANDBOX" ;;
   env)
     echo "export FERRY_SRC_PASSWORD='$FERRY_PASSWORD' FERRY_DST_PASSWORD='$FERRY_PASSWORD'"
-    echo "export SOURCE_PORT=$SOURCE_PORT TARGET_PORT=$TARGET_PORT"
+    echo "export SOURCE_PORT=$SOURCE_PORT TARGET_PORT=$TARGET_PORT REPLICA_PORT=$REPLICA_PORT"
     ;;
   sql) shift; name=$1; shift; client "$name" "$@" ;;
   *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;

@@ -540,6 +540,11 @@ async fn target_checks(
             "target.rows",
             "resuming: the rows on the target are this job's own",
         );
+    } else if job.mode.needs_binlog() && job.cdc.start != crate::job::CdcStart::Auto {
+        r.pass(
+            "target.rows",
+            "CDC only ([cdc] start): the target's rows are the starting point",
+        );
     } else {
         let list = nonempty.join(", ");
         match job.full.existing_rows {
