@@ -498,8 +498,11 @@ fn purged_binlog_is_a_clear_error() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("must resume at binlog.000001:4"), "{t}");
+    // The server may keep a binlog a little longer than asked (binlog
+    // checkpoints), so the oldest named is binlog.000002 or .000003.
     assert!(
-        t.contains("the oldest binlog on the source is binlog.000003"),
+        t.contains("the oldest binlog on the source is binlog.000002")
+            || t.contains("the oldest binlog on the source is binlog.000003"),
         "{t}"
     );
     assert!(!t.contains("panicked"), "{t}");

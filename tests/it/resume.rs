@@ -31,6 +31,10 @@ rows_per_sec = {rate}
 /// A source database of ~52k rows: keyed, composite-keyed and keyless.
 fn prepare(db: &str) -> String {
     let (source, target) = shared();
+    prepare_on(source, target, db)
+}
+
+fn prepare_on(source: &Server, target: &Server, db: &str) -> String {
     source.sql(&format!(
         "DROP DATABASE IF EXISTS {db}_src; CREATE DATABASE {db}_src; USE {db}_src;
          CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(100), n DOUBLE);
@@ -46,6 +50,17 @@ fn prepare(db: &str) -> String {
 
 fn job(dir: &std::path::Path, name: &str, db: &str, rate: u64) -> std::path::PathBuf {
     let (source, target) = shared();
+    job_on(source, target, dir, name, db, rate)
+}
+
+fn job_on(
+    source: &Server,
+    target: &Server,
+    dir: &std::path::Path,
+    name: &str,
+    db: &str,
+    rate: u64,
+) -> std::path::PathBuf {
     let text = JOB
         .replace("{name}", name)
         .replace("{db}", db)
@@ -64,7 +79,10 @@ fn spawn(state: &std::path::Path, job: &std::path::Path) -> Child {
 }
 
 fn target_rows(db: &str) -> u64 {
-    let (_, target) = shared();
+    rows_on(&shared().1, db)
+}
+
+fn rows_on(target: &Server, db: &str) -> u64 {
     let have = target.sql(&format!(
         "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'big'"
     ));
@@ -173,14 +191,22 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
 
 #[test]
 fn dropped_connections_are_retried_and_nothing_is_lost() {
-    let dst = prepare("drop");
+    // Servers of its own: it kills every connection of the ferry user.
+    let source = &Server::start(server::Options {
+        server_id: 41,
+        ..Default::default()
+    });
+    let target = &Server::start(server::Options {
+        server_id: 42,
+        ..Default::default()
+    });
+    let dst = prepare_on(source, target, "drop");
     let tmp = temp_dir("drop");
     let state = tmp.path().join("state");
-    let job = job(tmp.path(), "drop", "drop", 20000);
+    let job = job_on(source, target, tmp.path(), "drop", "drop", 20000);
     let mut child = spawn(&state, &job);
-    let (source, target) = shared();
     wait_until(Duration::from_secs(60), "rows on the target", || {
-        target_rows(&dst) >= 3000
+        rows_on(target, &dst) >= 3000
     });
     // Kill every connection Ferry has to both servers, mid-chunk.
     for server in [source, target] {

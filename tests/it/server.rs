@@ -120,6 +120,7 @@ impl Server {
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--pid-file={}/pid", dir.display()))
             .arg(format!("--log-error={}/err.log", dir.display()))
+            .arg(format!("--tmpdir={}", dir.display()))
             .arg(format!("--server-id={}", opts.server_id))
             .arg(format!("--user={user}"))
             .args([
