@@ -64,41 +64,52 @@ fn is_numeric_text(b: &[u8]) -> bool {
 
 /// `X'..'` (an empty value is `''`, which a hex literal cannot express).
 pub fn push_hex(buf: &mut Vec<u8>, b: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     if b.is_empty() {
         buf.extend_from_slice(b"''");
         return;
     }
-    buf.reserve(b.len() * 2 + 3);
     buf.extend_from_slice(b"X'");
-    for &c in b {
-        buf.push(HEX[(c >> 4) as usize]);
-        buf.push(HEX[(c & 15) as usize]);
-    }
+    push_hex_digits(buf, b);
     buf.push(b'\'');
 }
 
 /// A single-quoted string with MySQL's backslash escapes.
 pub fn push_quoted(buf: &mut Vec<u8>, b: &[u8]) {
-    buf.reserve(b.len() + 2);
     buf.push(b'\'');
+    push_escaped(buf, b, |c| match c {
+        0 => Some(b"\\0"),
+        b'\'' => Some(b"\\'"),
+        b'\\' => Some(b"\\\\"),
+        b'\n' => Some(b"\\n"),
+        b'\r' => Some(b"\\r"),
+        0x1a => Some(b"\\Z"),
+        _ => None,
+    });
+    buf.push(b'\'');
+}
+
+/// Appends `b`, replacing each byte `escape` maps by its escape sequence.
+fn push_escaped(buf: &mut Vec<u8>, b: &[u8], escape: impl Fn(u8) -> Option<&'static [u8; 2]>) {
+    buf.reserve(b.len() + 2);
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
-        let esc: &[u8] = match c {
-            0 => b"\\0",
-            b'\'' => b"\\'",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            0x1a => b"\\Z",
-            _ => continue,
-        };
-        buf.extend_from_slice(&b[start..i]);
-        buf.extend_from_slice(esc);
-        start = i + 1;
+        if let Some(esc) = escape(c) {
+            buf.extend_from_slice(&b[start..i]);
+            buf.extend_from_slice(esc);
+            start = i + 1;
+        }
     }
     buf.extend_from_slice(&b[start..]);
-    buf.push(b'\'');
+}
+
+/// Appends `b` as uppercase hex digits.
+fn push_hex_digits(buf: &mut Vec<u8>, b: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    buf.reserve(b.len() * 2);
+    for &c in b {
+        buf.push(HEX[(c >> 4) as usize]);
+        buf.push(HEX[(c & 15) as usize]);
+    }
 }
 
 /// Appends `v` as a field of LOAD DATA input (tab-separated, backslash
@@ -111,31 +122,14 @@ pub fn push_tsv_field(buf: &mut Vec<u8>, v: &Value, kind: ColumnKind) {
             buf.extend_from_slice(b"0000")
         }
         Value::Bytes(b) => match kind {
-            ColumnKind::Binary => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                buf.reserve(b.len() * 2);
-                for &c in b {
-                    buf.push(HEX[(c >> 4) as usize]);
-                    buf.push(HEX[(c & 15) as usize]);
-                }
-            }
-            _ => {
-                buf.reserve(b.len());
-                let mut start = 0;
-                for (i, &c) in b.iter().enumerate() {
-                    let esc: &[u8] = match c {
-                        0 => b"\\0",
-                        b'\t' => b"\\t",
-                        b'\n' => b"\\n",
-                        b'\\' => b"\\\\",
-                        _ => continue,
-                    };
-                    buf.extend_from_slice(&b[start..i]);
-                    buf.extend_from_slice(esc);
-                    start = i + 1;
-                }
-                buf.extend_from_slice(&b[start..]);
-            }
+            ColumnKind::Binary => push_hex_digits(buf, b),
+            _ => push_escaped(buf, b, |c| match c {
+                0 => Some(b"\\0"),
+                b'\t' => Some(b"\\t"),
+                b'\n' => Some(b"\\n"),
+                b'\\' => Some(b"\\\\"),
+                _ => None,
+            }),
         },
         // Numbers, dates and times: the literal without its quotes.
         other => {

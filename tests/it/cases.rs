@@ -153,27 +153,13 @@ fn sakila_schema_data_views_routines_triggers() {
     let tmp = temp_dir("sakila");
     let job = write_job(
         tmp.path(),
-        &job_text(
-            r#"
-name = "sakila"
-mode = "full"
-[source]
-host = "127.0.0.1"
-port = {source_port}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-[target]
-host = "127.0.0.1"
-port = {target_port}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "sakila"
-rename = "sakila_copy"
-[full]
-threads = 4
-chunk_rows = 1000
-"#,
+        &job_toml(
+            "sakila",
+            "full",
+            None,
+            "sakila",
+            "sakila_copy",
+            "[full]\nthreads = 4\nchunk_rows = 1000",
             source,
             target.port,
         ),
@@ -270,31 +256,16 @@ fn target_binlog_false_keeps_loaded_rows_out_of_the_target_binlog() {
     for (db, logged) in [("tb_off", false), ("tb_on", true)] {
         target.sql(&format!("DROP DATABASE IF EXISTS {db}"));
         let tmp = temp_dir(db);
-        let job = job_text(
-            r#"
-name = "tb"
-mode = "full"
-[source]
-host = "127.0.0.1"
-port = {source_port}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-[target]
-host = "127.0.0.1"
-port = {target_port}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "tb_src"
-rename = "DB"
-[full]
-target_binlog = LOGGED
-"#,
+        let job = job_toml(
+            "tb",
+            "full",
+            None,
+            "tb_src",
+            db,
+            &format!("[full]\ntarget_binlog = {logged}"),
             source,
             target.port,
-        )
-        .replace("DB", db)
-        .replace("LOGGED", &logged.to_string());
+        );
         let out = run(ferry(&tmp.path().join("state"))
             .arg("run")
             .arg(write_job(tmp.path(), &job)));

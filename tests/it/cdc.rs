@@ -130,25 +130,6 @@ pub fn run_sync_case(
     assert_eq!(list(source, src_db), list(target, dst_db));
 }
 
-const CRASH_JOB: &str = r#"
-name = "cdc-crash"
-mode = "sync"
-[source]
-host = "127.0.0.1"
-port = {source_port}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-server_id = 5102
-[target]
-host = "127.0.0.1"
-port = {target_port}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "cdcx_src"
-rename = "cdcx_dst"
-"#;
-
 /// kill -9 while transactions stream in, three times; restart; no keyless
 /// duplicates, no lost rows.
 #[test]
@@ -163,7 +144,18 @@ fn kill_9_during_cdc_loses_and_duplicates_nothing() {
     target.sql("DROP DATABASE IF EXISTS cdcx_dst");
     let tmp = temp_dir("cdc-crash");
     let state = tmp.path().join("state");
-    let job = write_job(tmp.path(), &job_text(CRASH_JOB, source, target.port));
+    let job = write_job(
+        tmp.path(),
+        &sync_job(
+            "cdc-crash",
+            5102,
+            "cdcx_src",
+            "cdcx_dst",
+            "",
+            source,
+            target,
+        ),
+    );
     let writer = {
         std::thread::spawn(move || {
             // 3000 small transactions, each touching the keyed and the keyless table.
@@ -217,28 +209,13 @@ fn sync_job(
     source: &Server,
     target: &Server,
 ) -> String {
-    job_text(
-        &format!(
-            r#"
-name = "{name}"
-mode = "sync"
-[source]
-host = "127.0.0.1"
-port = {{source_port}}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-server_id = {server_id}
-[target]
-host = "127.0.0.1"
-port = {{target_port}}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "{db}"
-rename = "{rename}"
-{extra}
-"#
-        ),
+    job_toml(
+        name,
+        "sync",
+        Some(server_id),
+        db,
+        rename,
+        extra,
         source,
         target.port,
     )

@@ -46,6 +46,44 @@ pub fn job_text(template: &str, source: &Server, target_port: u16) -> String {
         .replace("{target_port}", &target_port.to_string())
 }
 
+/// A job file for test servers: one `[[select]]` of `db` renamed to
+/// `rename`, then `extra` (more keys of that select, or more sections).
+#[allow(clippy::too_many_arguments)]
+pub fn job_toml(
+    name: &str,
+    mode: &str,
+    server_id: Option<u32>,
+    db: &str,
+    rename: &str,
+    extra: &str,
+    source: &Server,
+    target_port: u16,
+) -> String {
+    let server_id = server_id
+        .map(|id| format!("server_id = {id}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"name = "{name}"
+mode = "{mode}"
+[source]
+host = "127.0.0.1"
+port = {}
+user = "ferry"
+password_env = "FERRY_SRC_PASSWORD"
+{server_id}[target]
+host = "127.0.0.1"
+port = {target_port}
+user = "ferry"
+password_env = "FERRY_DST_PASSWORD"
+[[select]]
+database = "{db}"
+rename = "{rename}"
+{extra}
+"#,
+        source.port
+    )
+}
+
 pub fn write_job(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("job.toml");
     std::fs::write(&path, text).expect("write job");

@@ -6,28 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::*;
 
-const JOB: &str = r#"
-name = "{name}"
-mode = "full"
-[source]
-host = "127.0.0.1"
-port = {source_port}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-[target]
-host = "127.0.0.1"
-port = {target_port}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "{db}_src"
-rename = "{db}_dst"
-[full]
-threads = 2
-chunk_rows = 1000
-rows_per_sec = {rate}
-"#;
-
 /// A source database of ~52k rows: keyed, composite-keyed and keyless.
 fn prepare(db: &str) -> String {
     let (source, target) = shared();
@@ -61,11 +39,18 @@ fn job_on(
     db: &str,
     rate: u64,
 ) -> std::path::PathBuf {
-    let text = JOB
-        .replace("{name}", name)
-        .replace("{db}", db)
-        .replace("{rate}", &rate.to_string());
-    write_job(dir, &job_text(&text, source, target.port))
+    let full = format!("[full]\nthreads = 2\nchunk_rows = 1000\nrows_per_sec = {rate}");
+    let text = job_toml(
+        name,
+        "full",
+        None,
+        &format!("{db}_src"),
+        &format!("{db}_dst"),
+        &full,
+        source,
+        target.port,
+    );
+    write_job(dir, &text)
 }
 
 fn spawn(state: &std::path::Path, job: &std::path::Path) -> Child {
