@@ -32,7 +32,7 @@ impl SchemaError {
 /// Rewrites references to renamed databases (`src`. → `dst`.) in a
 /// definition. Only backquoted, qualified names are rewritten, which is how
 /// the server prints them.
-fn rename_refs(job: &JobSpec, sql: &str) -> String {
+pub(crate) fn rename_refs(job: &JobSpec, sql: &str) -> String {
     let mut out = sql.to_string();
     for s in job
         .select

@@ -571,17 +571,7 @@ async fn ddl(
             statement: statement.to_string(),
         }),
         DdlPolicy::Apply => {
-            let mut sql = statement.to_string();
-            for s in job
-                .select
-                .iter()
-                .filter(|s| s.database != s.target_database)
-            {
-                sql = sql.replace(
-                    &format!("{}.", quote_ident(&s.database)),
-                    &format!("{}.", quote_ident(&s.target_database)),
-                );
-            }
+            let sql = crate::schema::rename_refs(job, statement);
             let use_db = if schema == sel.database || schema.is_empty() {
                 sel.target_database.clone()
             } else {
