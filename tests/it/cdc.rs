@@ -518,3 +518,43 @@ fn a_second_stream_with_the_same_server_id_is_reported() {
     }
     b.stop();
 }
+
+/// kill -9 while one large source transaction is being applied: the target
+/// never shows part of it, and after the restart it holds it exactly once.
+#[test]
+fn kill_9_during_a_large_transaction() {
+    let (source, target) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS big_src; CREATE DATABASE big_src; USE big_src; \
+         CREATE TABLE k (id INT PRIMARY KEY, v VARCHAR(20)); CREATE TABLE heap (n INT, v VARCHAR(20));",
+    );
+    target.sql("DROP DATABASE IF EXISTS big_dst");
+    let tmp = temp_dir("cdc-bigtxn");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &sync_job("cdc-bigtxn", 5140, "big_src", "big_dst", "", source, target),
+    );
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    source.sql(
+        "USE big_src; START TRANSACTION; \
+         INSERT INTO k SELECT seq, CONCAT('row ', seq) FROM seq_1_to_150000; \
+         INSERT INTO heap SELECT seq % 100, 'same' FROM seq_1_to_150000; COMMIT;",
+    );
+    // Kill while the target has not committed it yet.
+    let count = |t: &str| target.sql(&format!("SELECT COUNT(*) FROM big_dst.{t}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = count("k");
+    run.kill();
+    assert!(seen == "0" || seen == "150000", "a partial transaction was visible: {seen} rows");
+    let after_kill = (count("k"), count("heap"));
+    assert!(
+        after_kill == ("0".into(), "0".into()) || after_kill == ("150000".into(), "150000".into()),
+        "partial after kill: {after_kill:?}"
+    );
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    wait_same(source, "big_src", target, "big_dst", Duration::from_secs(120));
+    run.stop();
+}
