@@ -30,6 +30,11 @@ const FULL_CHUNKS: TableDefinition<(&str, &str, u32), &[u8]> =
     TableDefinition::new("full-chunks-1");
 /// job name → postcard [`Checkpoint`].
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints-1");
+/// (job, unix ms) → postcard [`CdcSample`]; the last [`CDC_HISTORY_MS`] only.
+const CDC_STATS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("cdc-stats-1");
+
+/// How much CDC history (lag, throughput) the state keeps per job.
+pub const CDC_HISTORY_MS: u64 = 3600 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -213,6 +218,19 @@ pub struct Checkpoint {
     pub safe_until: Option<BinlogPos>,
 }
 
+/// One point of a CDC job's history, for status and sparklines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdcSample {
+    pub position: BinlogPos,
+    /// Seconds between the last applied event's time and now; 0 when idle.
+    pub lag_s: u64,
+    /// Bytes of binlog between the applied position and the source's head
+    /// (a lower bound when they are in different files).
+    pub lag_bytes: u64,
+    pub rows_per_s: u64,
+    pub events_per_s: u64,
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -304,6 +322,7 @@ impl Store {
             tx.open_table(FULL_TABLES)?;
             tx.open_table(FULL_CHUNKS)?;
             tx.open_table(CHECKPOINTS)?;
+            tx.open_table(CDC_STATS)?;
         }
         tx.commit()?;
         Ok(())
@@ -498,6 +517,44 @@ impl Store {
         Ok(out)
     }
 
+    /// Adds a CDC sample at `at_ms` and forgets the job's samples older than
+    /// [`CDC_HISTORY_MS`], so the history stays bounded.
+    pub fn put_cdc_sample(&self, job: &str, at_ms: u64, sample: &CdcSample) -> Result<()> {
+        let bytes = encode(sample)?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CDC_STATS)?;
+            t.insert((job, at_ms), bytes.as_slice())?;
+            let cutoff = at_ms.saturating_sub(CDC_HISTORY_MS);
+            let old: Vec<u64> = t
+                .range((job, 0)..(job, cutoff))?
+                .map_while(|e| e.ok())
+                .map(|(k, _)| k.value().1)
+                .collect();
+            for ms in old {
+                t.remove((job, ms))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A job's CDC history, oldest first.
+    pub fn cdc_samples(&self, job: &str) -> Result<Vec<(u64, CdcSample)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CDC_STATS)?;
+        let mut out = Vec::new();
+        for entry in t.range((job, 0)..=(job, u64::MAX))? {
+            let (k, v) = entry?;
+            let ms = k.value().1;
+            out.push((
+                ms,
+                decode("cdc-stats-1", &format!("{job}@{ms}"), v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
     pub fn checkpoint(&self, job: &str) -> Result<Option<Checkpoint>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(CHECKPOINTS)?;
@@ -609,6 +666,35 @@ mod tests {
         s.clear_full_load("j").unwrap();
         assert!(s.chunks("j", "db.t").unwrap().is_empty());
         assert_eq!(s.chunks("j2", "db.t").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn cdc_history_is_bounded() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).expect("open");
+        let sample = |lag_s| CdcSample {
+            position: BinlogPos {
+                file: "binlog.000001".into(),
+                pos: 4,
+            },
+            lag_s,
+            lag_bytes: 0,
+            rows_per_s: 10,
+            events_per_s: 5,
+        };
+        let t0 = 10 * CDC_HISTORY_MS;
+        for i in 0..10 {
+            s.put_cdc_sample("j", t0 + i * CDC_HISTORY_MS / 4, &sample(i))
+                .unwrap();
+        }
+        s.put_cdc_sample("other", t0, &sample(99)).unwrap();
+        let kept = s.cdc_samples("j").unwrap();
+        // Only the last hour: samples 5..=9 (one every quarter hour).
+        assert_eq!(
+            kept.iter().map(|(_, x)| x.lag_s).collect::<Vec<_>>(),
+            vec![5, 6, 7, 8, 9]
+        );
+        assert_eq!(s.cdc_samples("other").unwrap().len(), 1);
     }
 
     #[test]

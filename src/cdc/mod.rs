@@ -256,8 +256,7 @@ pub async fn run(
     let mut gtid: Option<String> = cp.gtid.clone();
     let mut in_txn = false;
     let mut standalone = false;
-    let mut last_report = std::time::Instant::now();
-    let mut applied_txns = 0u64;
+    let mut stats = Stats::new();
     // Group commit: whole source transactions are applied in one target
     // transaction until the stream pauses (or the group is big), so a busy
     // source does not cost a target commit per transaction. Each source
@@ -279,6 +278,7 @@ pub async fn run(
             }
             _ = cancel.cancelled() => {
                 applier.rollback().await;
+                stats.sample(store, job, &cp, source).await;
                 return Err(CdcError::Cancelled);
             }
         };
@@ -311,6 +311,7 @@ pub async fn run(
             }
         };
         let header = ev.header();
+        stats.event(header.timestamp(), header.event_type_raw() == 27);
         let end = u64::from(header.log_pos());
         let kind = header.event_type_raw();
         match kind {
@@ -372,7 +373,6 @@ pub async fn run(
                     "COMMIT" => {
                         group.add(at(end), gtid.clone());
                         in_txn = false;
-                        applied_txns += 1;
                         if group.full(&applier) {
                             group.commit(&mut applier, store, job, &mut cp).await?;
                         }
@@ -433,6 +433,7 @@ pub async fn run(
                         after.map(apply::Image::from_row).transpose()?,
                     ));
                 }
+                stats.rows += images.len() as u64;
                 applier
                     .rows(&target_db, &table, op, images, safe)
                     .await
@@ -444,18 +445,107 @@ pub async fn run(
             EventData::XidEvent(_) => {
                 group.add(at(end), gtid.clone());
                 in_txn = false;
-                applied_txns += 1;
                 if group.full(&applier) {
                     group.commit(&mut applier, store, job, &mut cp).await?;
                 }
             }
             _ => {}
         }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            let lag = now_ms().saturating_sub(u64::from(header.timestamp()) * 1000) / 1000;
-            info!(at = %cp.position, transactions = applied_txns, lag_s = if kind == 27 { 0 } else { lag }, "cdc progress");
-            last_report = std::time::Instant::now();
+        if stats.due() {
+            stats.sample(store, job, &cp, source).await;
         }
+    }
+}
+
+/// Lag and throughput, sampled into the state every few seconds (a bounded
+/// history for status and the console) and logged.
+struct Stats {
+    rows: u64,
+    events: u64,
+    since: std::time::Instant,
+    rows_then: u64,
+    events_then: u64,
+    /// Time of the last event from the source's log (not a heartbeat).
+    event_time: u32,
+    /// A heartbeat came after the last event: the source is idle.
+    idle: bool,
+    head: Option<mysql_async::Conn>,
+}
+
+impl Stats {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Stats {
+            rows: 0,
+            events: 0,
+            since: std::time::Instant::now(),
+            rows_then: 0,
+            events_then: 0,
+            event_time: 0,
+            idle: false,
+            head: None,
+        }
+    }
+
+    fn event(&mut self, timestamp: u32, heartbeat: bool) {
+        if heartbeat {
+            self.idle = true;
+        } else {
+            self.events += 1;
+            if timestamp > 0 {
+                self.event_time = timestamp;
+                self.idle = false;
+            }
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.since.elapsed() >= Self::EVERY
+    }
+
+    /// Records a sample; a failure here is logged, never fatal.
+    async fn sample(&mut self, store: &Store, job: &JobSpec, cp: &Checkpoint, source: &Connector) {
+        let secs = self.since.elapsed().as_secs_f64().max(0.001);
+        let lag_s = if self.idle || self.event_time == 0 {
+            0
+        } else {
+            (now_ms() / 1000).saturating_sub(u64::from(self.event_time))
+        };
+        if self.head.is_none() {
+            self.head = source.connect().await.ok();
+        }
+        let mut lag_bytes = 0;
+        if let Some(conn) = self.head.as_mut() {
+            match position::head(conn, source).await {
+                Ok((head, _)) if head.file == cp.position.file => {
+                    lag_bytes = head.pos.saturating_sub(cp.position.pos)
+                }
+                Ok((head, _)) => lag_bytes = head.pos,
+                Err(_) => self.head = None,
+            }
+        }
+        let sample = crate::state::CdcSample {
+            position: cp.position.clone(),
+            lag_s,
+            lag_bytes,
+            rows_per_s: ((self.rows - self.rows_then) as f64 / secs) as u64,
+            events_per_s: ((self.events - self.events_then) as f64 / secs) as u64,
+        };
+        info!(
+            at = %sample.position,
+            lag_s = sample.lag_s,
+            lag_bytes = sample.lag_bytes,
+            rows_per_s = sample.rows_per_s,
+            events_per_s = sample.events_per_s,
+            "cdc progress"
+        );
+        if let Err(e) = store.put_cdc_sample(&job.name, now_ms(), &sample) {
+            warn!(error = %e, "could not record a CDC sample");
+        }
+        self.since = std::time::Instant::now();
+        self.rows_then = self.rows;
+        self.events_then = self.events;
     }
 }
 

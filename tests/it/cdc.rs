@@ -96,6 +96,10 @@ pub fn signal(child: &Child, sig: &str) {
         .status();
 }
 
+fn spec_name(job: &Path) -> String {
+    ferry::job::load_job(job).expect("job").name
+}
+
 /// The case flow for a sync job: load, stream, live workload, converge;
 /// stop; late workload; restart, converge; stop.
 pub fn run_sync_case(
@@ -121,6 +125,16 @@ pub fn run_sync_case(
         wait_same(source, src_db, target, dst_db, Duration::from_secs(90));
         run.stop();
     }
+    // The state kept a lag/throughput history, ending where the job stopped.
+    let store = ferry::state::Store::open(state).expect("state");
+    let samples = store.cdc_samples(&spec_name(job)).expect("samples");
+    let cp = store
+        .checkpoint(&spec_name(job))
+        .expect("checkpoint")
+        .expect("a checkpoint");
+    let last = samples.last().expect("at least one CDC sample");
+    assert_eq!(last.1.position, cp.position);
+    drop(store);
     // The target has no table the source lacks (renames, drops applied).
     let list = |s: &Server, db: &str| {
         s.sql(&format!(
@@ -547,7 +561,10 @@ fn kill_9_during_a_large_transaction() {
     std::thread::sleep(Duration::from_millis(300));
     let seen = count("k");
     run.kill();
-    assert!(seen == "0" || seen == "150000", "a partial transaction was visible: {seen} rows");
+    assert!(
+        seen == "0" || seen == "150000",
+        "a partial transaction was visible: {seen} rows"
+    );
     let after_kill = (count("k"), count("heap"));
     assert!(
         after_kill == ("0".into(), "0".into()) || after_kill == ("150000".into(), "150000".into()),
@@ -555,6 +572,12 @@ fn kill_9_during_a_large_transaction() {
     );
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
-    wait_same(source, "big_src", target, "big_dst", Duration::from_secs(120));
+    wait_same(
+        source,
+        "big_src",
+        target,
+        "big_dst",
+        Duration::from_secs(120),
+    );
     run.stop();
 }
