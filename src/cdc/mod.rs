@@ -37,6 +37,8 @@ pub enum CdcError {
     Db(#[from] DbError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("the source closed the binlog stream at {at} (shut down or restarted?)")]
+    StreamEnded { at: String },
     #[error("source binlog stream at {at}: {source}")]
     Stream {
         at: String,
@@ -76,6 +78,7 @@ impl CdcError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CdcError::Db(e) => e.is_retryable(),
+            CdcError::StreamEnded { .. } => true,
             CdcError::Apply { source, .. } => source.is_retryable(),
             CdcError::Stream { source, .. } => matches!(
                 source,
@@ -287,9 +290,9 @@ pub async fn run(
             pos,
         };
         let Some(ev) = next else {
-            return Err(CdcError::Stream {
-                at: at(0).to_string(),
-                source: mysql_async::Error::Other("the source ended the binlog stream".into()),
+            applier.rollback().await;
+            return Err(CdcError::StreamEnded {
+                at: cp.position.to_string(),
             });
         };
         let ev = match ev {

@@ -581,3 +581,43 @@ fn kill_9_during_a_large_transaction() {
     );
     run.stop();
 }
+
+/// The source, then the target, restart mid-stream: Ferry retries and
+/// converges.
+#[test]
+fn source_and_target_restarts_mid_stream() {
+    let mut source = Server::start(server::Options {
+        server_id: 51,
+        ..Default::default()
+    });
+    let mut target = Server::start(server::Options {
+        server_id: 52,
+        ..Default::default()
+    });
+    source.sql("CREATE DATABASE rs_src; CREATE TABLE rs_src.t (id INT PRIMARY KEY, v INT);");
+    let tmp = temp_dir("cdc-restart");
+    let job = write_job(
+        tmp.path(),
+        &sync_job("restarts", 5150, "rs_src", "rs_dst", "", &source, &target),
+    );
+    let mut run = SyncRun::start(&tmp.path().join("state"), &job);
+    run.wait_streaming();
+    source.sql("USE rs_src; INSERT INTO t SELECT seq, seq FROM seq_1_to_100;");
+    source.restart();
+    source.sql("USE rs_src; INSERT INTO t SELECT seq, seq FROM seq_101_to_200; UPDATE t SET v = -v WHERE id <= 50;");
+    target.restart();
+    source.sql("USE rs_src; DELETE FROM t WHERE id > 180;");
+    let converged = std::panic::catch_unwind(|| {
+        wait_same(
+            &source,
+            "rs_src",
+            &target,
+            "rs_dst",
+            Duration::from_secs(120),
+        )
+    });
+    assert!(converged.is_ok(), "ferry said:\n{}", run.output());
+    run.assert_running();
+    assert!(run.output().contains("retrying"), "{}", run.output());
+    run.stop();
+}

@@ -15,6 +15,8 @@ pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
     pub pid: u32,
+    /// mariadbd's arguments, to start it again.
+    args: Vec<String>,
 }
 
 fn mariadbd() -> String {
@@ -141,22 +143,17 @@ impl Server {
                     "--binlog-row-metadata=FULL",
                 ]);
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd starts");
-        let pid = child.id();
-        // The child is reaped by the watchdog's kill; never waited on here.
-        std::mem::forget(child);
-        watch_and_remove(Some(pid), &dir);
-        let server = Server { port, dir, pid };
-        wait_until(
-            Duration::from_secs(60),
-            "the server to accept connections",
-            || server.sql_ok("SELECT 1"),
-        );
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut server = Server {
+            port,
+            dir,
+            pid: 0,
+            args,
+        };
+        server.spawn();
         server.sql(&format!(
             "DELETE FROM mysql.global_priv WHERE User = ''; FLUSH PRIVILEGES; \
              CREATE USER 'ferry'@'%' IDENTIFIED BY '{PASSWORD}'; \
@@ -164,6 +161,39 @@ impl Server {
              GRANT ALL ON *.* TO 'ferry'@'%'; GRANT ALL ON *.* TO 'ferry'@'localhost';"
         ));
         server
+    }
+
+    /// Starts mariadbd and waits until it accepts connections.
+    fn spawn(&mut self) {
+        let child = Command::new(mariadbd())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd starts");
+        self.pid = child.id();
+        // The child is reaped by the watchdog's kill; never waited on here.
+        std::mem::forget(child);
+        watch_and_remove(Some(self.pid), &self.dir);
+        wait_until(
+            Duration::from_secs(60),
+            "the server to accept connections",
+            || self.sql_ok("SELECT 1"),
+        );
+    }
+
+    /// A clean shutdown and a start on the same datadir and port.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let pid = self.pid;
+        wait_until(Duration::from_secs(60), "the server to stop", || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true)
+        });
+        self.spawn();
     }
 
     fn client(&self) -> Command {
