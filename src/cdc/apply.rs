@@ -87,6 +87,19 @@ impl Applier {
                 .await
                 .map_err(target.query_err("creating ferry_meta.checkpoints"))?;
         }
+        // One applier per job and target: a session of a killed Ferry may
+        // still be executing its last batch (the server only notices the
+        // client is gone afterwards), and reading the checkpoint row before
+        // that batch ends would apply it twice. The named lock is released
+        // when that old session ends.
+        let name: String = format!("ferry:{}", job.name).chars().take(64).collect();
+        let got: Option<i64> = conn
+            .exec_first("SELECT GET_LOCK(?, 120)", (&name,))
+            .await
+            .map_err(target.query_err("taking the job's apply lock"))?;
+        if got != Some(1) {
+            return Err(CdcError::TargetBusy(job.name.clone()));
+        }
         // Some collations (MariaDB's uca1400 family) have no id or charset.
         let rows: Vec<(Option<u64>, Option<String>, String)> = conn
             .query(

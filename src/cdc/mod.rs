@@ -37,6 +37,11 @@ pub enum CdcError {
     Db(#[from] DbError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(
+        "another session still applies job {0:?} to the target (a Ferry that was \
+         killed, finishing its last batch, or a second runner); waiting for it"
+    )]
+    TargetBusy(String),
     #[error("the source closed the binlog stream at {at} (shut down or restarted?)")]
     StreamEnded { at: String },
     #[error("source binlog stream at {at}: {source}")]
@@ -78,7 +83,7 @@ impl CdcError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CdcError::Db(e) => e.is_retryable(),
-            CdcError::StreamEnded { .. } => true,
+            CdcError::StreamEnded { .. } | CdcError::TargetBusy(_) => true,
             CdcError::Apply { source, .. } => source.is_retryable(),
             CdcError::Stream { source, .. } => matches!(
                 source,

@@ -204,13 +204,29 @@ fn kill_9_during_cdc_loses_and_duplicates_nothing() {
     writer.join().expect("writer");
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
-    wait_same(
-        source,
-        "cdcx_src",
-        target,
-        "cdcx_dst",
-        Duration::from_secs(90),
-    );
+    let converged = std::panic::catch_unwind(|| {
+        wait_same(
+            source,
+            "cdcx_src",
+            target,
+            "cdcx_dst",
+            Duration::from_secs(180),
+        )
+    });
+    if let Err(e) = converged {
+        let logs: String = std::fs::read_dir(state.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        let tail: Vec<&str> = logs.lines().rev().take(20).collect();
+        panic!(
+            "{e:?}\nferry:\n{}\nlog tail:\n{}",
+            run.output(),
+            tail.join("\n")
+        );
+    }
     run.stop();
 }
 

@@ -250,10 +250,12 @@ pub fn wait_same(source: &Server, src_db: &str, target: &Server, dst_db: &str, t
     loop {
         // CHECKSUM TABLE first: cheap, so polling does not starve the job.
         if let Err(e) = checksums_match(source, src_db, target, dst_db) {
-            assert!(
-                Instant::now() < deadline,
-                "no convergence after {timeout:?}: {e}"
-            );
+            if Instant::now() > deadline {
+                let rows = compare(source, src_db, target, dst_db, None)
+                    .err()
+                    .unwrap_or_else(|| "(yet every row is equal)".into());
+                panic!("no convergence after {timeout:?}: {e}\n{rows}");
+            }
             std::thread::sleep(Duration::from_millis(300));
             continue;
         }

@@ -132,6 +132,7 @@ impl Server {
                 "--innodb-buffer-pool-size=64M",
                 "--innodb-log-file-size=64M",
                 "--innodb-flush-log-at-trx-commit=2",
+                "--innodb-lock-wait-timeout=15",
                 "--skip-log-bin",
             ]);
         cmd.arg(format!("--local-infile={}", u8::from(opts.local_infile)));
