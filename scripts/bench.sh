@@ -11,9 +11,11 @@
 #
 # CDC apply: a BURST-second sysbench oltp_write_only burst (4 threads) is
 # written to the source first; then, from the position before it, ferry
-# (sync job, [cdc] start = that position) and MariaDB's own replication
-# (a third sandbox server; single-threaded, then slave_parallel_threads=4
-# optimistic) each apply the backlog to a copy of the pre-burst data.
+# (sync job, [cdc] start = that position; serial, then [cdc] threads = 4)
+# and MariaDB's own replication (a third sandbox server, log_slave_updates
+# on, as ferry's target writes its binlog too; single-threaded, then
+# slave_parallel_threads=4 optimistic) each apply the backlog to a copy of
+# the pre-burst data.
 #
 #   scripts/bench.sh [full|cdc|all]   (default all; ROWS=250000 TABLES=4
 #                                      THREADS=4 ROUNDS=1 BURST=30)
@@ -221,18 +223,54 @@ native_apply() { # native_apply THREADS: prints seconds to apply the burst
   sql replica -e "STOP SLAVE"
 }
 
+ferry_apply() { # ferry_apply THREADS: prints seconds to apply the burst
+  local threads=$1
+  # Back to the pre-burst data (a copy kept on the replica).
+  reset_target sbcdc_ferry
+  sql target -e "DELETE FROM ferry_meta.checkpoints WHERE job LIKE 'bench-cdc%'" 2>/dev/null || true
+  ferry_job bench-copy-back full "$TARGET_PORT" sbcdc_ferry >"$WORK/copy-back.toml"
+  sed -i "s/^port = $SOURCE_PORT/port = $REPLICA_PORT/; s/^database = \"sbcdc\"/database = \"sbcdc_base\"/" "$WORK/copy-back.toml"
+  rm -rf "$WORK/copy-back-state"
+  "$FERRY" --state "$WORK/copy-back-state" run "$WORK/copy-back.toml" 2>/dev/null
+  ferry_job bench-cdc sync "$TARGET_PORT" sbcdc_ferry "[cdc]
+start = \"$P_FILE:$P_POS\"
+threads = $threads" >"$WORK/cdc.toml"
+  rm -rf "$WORK/cdc-state"
+  local t0; t0=$(now)
+  "$FERRY" --state "$WORK/cdc-state" run "$WORK/cdc.toml" 2>"$WORK/cdc.err" &
+  local pid=$!
+  # Done when every lane's marker is at the burst's end.
+  while :; do
+    read -r f p < <(sql target -N -e "SELECT binlog_file, binlog_pos FROM ferry_meta.checkpoints WHERE job LIKE 'bench-cdc%' ORDER BY binlog_file, binlog_pos LIMIT 1" 2>/dev/null || echo "x 0") || true
+    if [ "$f" = "$E_FILE" ] && [ "${p:-0}" -ge "$E_POS" ]; then break; fi
+    kill -0 $pid 2>/dev/null || { cat "$WORK/cdc.err" >&2; exit 1; }
+    rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$(cat "$WORK/peak")" ] && echo "$rss" >"$WORK/peak"
+    sleep 0.05
+  done
+  echo "$(now) - $t0" | bc
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  for i in 1 2 3 4; do
+    a=$(sql source -N -e "CHECKSUM TABLE sbcdc.sbtest$i" | cut -f2)
+    b=$(sql target -N -e "CHECKSUM TABLE sbcdc_ferry.sbtest$i" | cut -f2)
+    [ "$a" = "$b" ] || { echo "MISMATCH after CDC ($threads threads): sbtest$i" >&2; exit 1; }
+  done
+}
+
 bench_cdc() {
   echo "== CDC: preparing sbcdc (4 x $CDC_ROWS rows) and pre-burst copies"
   sql source -e "DROP DATABASE IF EXISTS sbcdc; CREATE DATABASE sbcdc"
   sbc --threads=2 prepare >/dev/null
-  reset_target sbcdc_ferry
-  sql target -e "DELETE FROM ferry_meta.checkpoints WHERE job = 'bench-cdc'" 2>/dev/null || true
+  if [ "$(sql replica -N -e 'SELECT @@log_slave_updates')" != 1 ]; then
+    echo "== restarting the sandbox replica with log_slave_updates"
+    scripts/sandbox.sh stop >/dev/null; scripts/sandbox.sh start replica >/dev/null
+  fi
   sql replica -e "STOP SLAVE; RESET SLAVE ALL" 2>/dev/null || true
   sql replica -e "DROP DATABASE IF EXISTS sbcdc_base; DROP DATABASE IF EXISTS sbcdc"
-  ferry_job bench-copy-t full "$TARGET_PORT" sbcdc_ferry >"$WORK/copy-t.toml"
   ferry_job bench-copy-r full "$REPLICA_PORT" sbcdc_base >"$WORK/copy-r.toml"
   rm -rf "$WORK/copy-state"
-  "$FERRY" --state "$WORK/copy-state" run "$WORK/copy-t.toml" "$WORK/copy-r.toml" 2>/dev/null
+  "$FERRY" --state "$WORK/copy-state" run "$WORK/copy-r.toml" 2>/dev/null
+  echo 0 >"$WORK/peak"
   read -r P_FILE P_POS _ < <(sql source -N -e "SHOW MASTER STATUS")
   echo "== CDC: ${BURST}s sysbench oltp_write_only burst (4 threads) from $P_FILE:$P_POS"
   TXNS=$(sbc --threads=4 --time="$BURST" run | awk '/transactions:/ {print $2}')
@@ -240,28 +278,8 @@ bench_cdc() {
   ROWS_CHANGED=$((TXNS * 4)) # oltp_write_only: 2 updates, 1 delete, 1 insert
   echo "   $TXNS transactions, $ROWS_CHANGED row changes, up to $E_FILE:$E_POS"
 
-  ferry_job bench-cdc sync "$TARGET_PORT" sbcdc_ferry "[cdc]
-start = \"$P_FILE:$P_POS\"" >"$WORK/cdc.toml"
-  rm -rf "$WORK/cdc-state"
-  local t0; t0=$(now)
-  "$FERRY" --state "$WORK/cdc-state" run "$WORK/cdc.toml" 2>"$WORK/cdc.err" &
-  local pid=$!
-  local peak=0
-  while :; do
-    read -r f p < <(sql target -N -e "SELECT binlog_file, binlog_pos FROM ferry_meta.checkpoints WHERE job = 'bench-cdc'" 2>/dev/null || echo "x 0") || true
-    if [ "$f" = "$E_FILE" ] && [ "${p:-0}" -ge "$E_POS" ]; then break; fi
-    kill -0 $pid 2>/dev/null || { cat "$WORK/cdc.err"; exit 1; }
-    rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
-    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
-    sleep 0.05
-  done
-  local ferry_s; ferry_s=$(echo "$(now) - $t0" | bc)
-  kill -TERM $pid; wait $pid 2>/dev/null || true
-  for i in 1 2 3 4; do
-    a=$(sql source -N -e "CHECKSUM TABLE sbcdc.sbtest$i" | cut -f2)
-    b=$(sql target -N -e "CHECKSUM TABLE sbcdc_ferry.sbtest$i" | cut -f2)
-    [ "$a" = "$b" ] || { echo "MISMATCH after CDC: sbtest$i" >&2; exit 1; }
-  done
+  ferry_s1=$(ferry_apply 1)
+  ferry_s4=$(ferry_apply 4)
 
   local native1 native4
   native1=$(native_apply 0)
@@ -269,11 +287,13 @@ start = \"$P_FILE:$P_POS\"" >"$WORK/cdc.toml"
   crate() { echo "$ROWS_CHANGED / $1" | bc; }
   echo
   echo "CDC apply of a ${BURST}s sysbench oltp_write_only backlog ($TXNS transactions, $ROWS_CHANGED rows)"
+  echo "(every applier writes its changes to its own binlog: the replica runs with log_slave_updates)"
   printf '%-44s %8s %10s %12s\n' "" seconds rows/s "ferry faster"
-  printf '%-44s %8.2f %10d %12s\n' "ferry (serial apply, group commit)" "$ferry_s" "$(crate "$ferry_s")" ""
-  printf '%-44s %8.2f %10d %11sx\n' "MariaDB replica, single-threaded" "$native1" "$(crate "$native1")" "$(echo "scale=2; $native1 / $ferry_s" | bc)"
-  printf '%-44s %8.2f %10d %11sx\n' "MariaDB replica, 4 threads optimistic" "$native4" "$(crate "$native4")" "$(echo "scale=2; $native4 / $ferry_s" | bc)"
-  echo "ferry peak RSS while applying: $((peak / 1024)) MiB (its time includes start-up and precheck)"
+  printf '%-44s %8.2f %10d %12s\n' "MariaDB replica, single-threaded" "$native1" "$(crate "$native1")" ""
+  printf '%-44s %8.2f %10d %11sx\n' "ferry, serial apply ([cdc] threads = 1)" "$ferry_s1" "$(crate "$ferry_s1")" "$(echo "scale=2; $native1 / $ferry_s1" | bc)"
+  printf '%-44s %8.2f %10d %12s\n' "MariaDB replica, 4 threads optimistic" "$native4" "$(crate "$native4")" ""
+  printf '%-44s %8.2f %10d %11sx\n' "ferry, parallel apply ([cdc] threads = 4)" "$ferry_s4" "$(crate "$ferry_s4")" "$(echo "scale=2; $native4 / $ferry_s4" | bc)"
+  echo "ferry peak RSS while applying: $(($(cat "$WORK/peak") / 1024)) MiB (its time includes start-up and precheck)"
 }
 
 case $WHAT in

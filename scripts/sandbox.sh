@@ -52,7 +52,7 @@ start_one() {
   "$(mariadbd_bin)" --no-defaults --datadir="$dir/data" --socket="$dir/s.sock" --port="$port" \
     --bind-address=127.0.0.1 --pid-file="$dir/pid" --log-error="$dir/err.log" \
     --log-bin="$dir/data/binlog" --binlog-format=ROW --server-id="$(id_of "$name")" \
-    --binlog-row-image=FULL --binlog-row-metadata=FULL --user="$(id -un)" \
+    --binlog-row-image=FULL --binlog-row-metadata=FULL --log-slave-updates --user="$(id -un)" \
     --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
     --max-allowed-packet=64M --innodb-buffer-pool-size=256M --innodb-log-file-size=256M \
     --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 >/dev/null 2>&1 &

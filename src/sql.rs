@@ -62,6 +62,14 @@ fn is_numeric_text(b: &[u8]) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
 }
 
+/// FNV-1a: a small hash that stays the same across builds and runs (what
+/// is derived from it may be persisted).
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// `X'..'` (an empty value is `''`, which a hex literal cannot express).
 pub fn push_hex(buf: &mut Vec<u8>, b: &[u8]) {
     if b.is_empty() {

@@ -15,10 +15,12 @@ mod apply;
 pub mod decode;
 pub mod position;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::*;
 use mysql_async::BinlogStreamRequest;
 use tokio_util::sync::CancellationToken;
@@ -97,12 +99,9 @@ impl CdcError {
 /// The server id Ferry's binlog stream registers with: the job's, or one
 /// derived from its name so that two jobs never share one.
 pub fn server_id(job: &JobSpec) -> u32 {
-    job.source.server_id.unwrap_or_else(|| {
-        let h = job.name.bytes().fold(0x811c_9dc5u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
-        1_000_000 + h % 1_000_000_000
-    })
+    job.source
+        .server_id
+        .unwrap_or_else(|| 1_000_000 + crate::sql::fnv1a(job.name.as_bytes()) % 1_000_000_000)
 }
 
 /// Records where CDC starts, if it is not recorded yet: per `[cdc] start`,
@@ -129,8 +128,8 @@ pub async fn record_start(
         .map_err(target.query_err("looking for ferry_meta.checkpoints"))?;
     if exists.is_some() {
         t.exec_drop(
-            "DELETE FROM ferry_meta.checkpoints WHERE job = ?",
-            (&job.name,),
+            "DELETE FROM ferry_meta.checkpoints WHERE job = ? OR job LIKE ?",
+            (&job.name, format!("{}#%", job.name)),
         )
         .await
         .map_err(target.query_err("clearing an old checkpoint row"))?;
@@ -200,21 +199,17 @@ pub async fn run(
     store: &Store,
     cancel: CancellationToken,
 ) -> Result<(), CdcError> {
-    let mut applier = Applier::new(job, target).await?;
     let mut cp = store
         .checkpoint(&job.name)?
         .ok_or_else(|| CdcError::Stream {
             at: "start".into(),
             source: mysql_async::Error::Other("no CDC start position recorded".into()),
         })?;
-    // A transaction the target committed after the last redb checkpoint.
-    if let Some(marker) = applier.marker().await? {
-        if marker.position > cp.position {
-            info!(checkpoint = %cp.position, target = %marker.position, "the target is ahead of the checkpoint");
-            cp.position = marker.position;
-            cp.gtid = marker.gtid;
-            store.put_checkpoint(&job.name, &cp)?;
-        }
+    // Transactions the target committed after the last redb checkpoint.
+    let mut start = (cp.position.clone(), cp.gtid.clone());
+    let mut applier = Applier::open(job, target, &mut start).await?;
+    if start.0 != cp.position {
+        checkpoint(store, job, &mut cp, start)?;
     }
 
     let mut conn = source.connect().await?;
@@ -278,13 +273,24 @@ pub async fn run(
         } else {
             Duration::from_secs(3600)
         };
+        let busy = applier.busy();
         let next = tokio::select! {
             ev = stream.next() => ev,
             _ = tokio::time::sleep(pause) => {
                 group.commit(&mut applier, store, job, &mut cp).await?;
                 continue;
             }
+            settled = applier.settle(), if busy => {
+                settled?;
+                record(&mut applier, store, job, &mut cp)?;
+                continue;
+            }
             _ = cancel.cancelled() => {
+                // The batch in flight finishes; what was not sent is dropped.
+                match applier.settle().await {
+                    Ok(()) => record(&mut applier, store, job, &mut cp)?,
+                    Err(e) => warn!(error = %e, "the last batch failed while stopping"),
+                }
                 applier.rollback().await;
                 stats.sample(store, job, &cp, source).await;
                 return Err(CdcError::Cancelled);
@@ -388,10 +394,16 @@ pub async fn run(
                     statement => {
                         let pos = at(end);
                         if !in_txn || standalone {
+                            // Everything before the statement is committed
+                            // first; the lanes then record its position.
                             group.commit(&mut applier, store, job, &mut cp).await?;
+                            applier.settle().await?;
+                            record(&mut applier, store, job, &mut cp)?;
                             ddl(job, &mut applier, &schema, statement, &pos).await?;
-                            applier.commit(&pos, gtid.as_deref()).await?;
-                            checkpoint(store, job, &mut cp, pos, gtid.clone())?;
+                            applier.commit((pos.clone(), gtid.clone())).await?;
+                            applier.settle().await?;
+                            record(&mut applier, store, job, &mut cp)?;
+                            checkpoint(store, job, &mut cp, (pos, gtid.clone()))?;
                         }
                     }
                 }
@@ -430,6 +442,18 @@ pub async fn run(
                         apply::Op::Delete
                     }
                 };
+                // Every before image of an event has the same columns, and
+                // every after image.
+                let mut columns: [Option<Arc<[decode::ColumnInfo]>>; 2] = [None, None];
+                let mut image = |side: usize, row: BinlogRow| {
+                    let cols = columns[side].get_or_insert_with(|| {
+                        row.columns_ref()
+                            .iter()
+                            .map(decode::ColumnInfo::from_column)
+                            .collect()
+                    });
+                    apply::Image::from_row(cols, row)
+                };
                 let mut images = Vec::new();
                 for row in rows.rows(tme) {
                     let (before, after) = row.map_err(|e| CdcError::Stream {
@@ -437,18 +461,14 @@ pub async fn run(
                         source: mysql_async::Error::Other(format!("undecodable row: {e}").into()),
                     })?;
                     images.push((
-                        before.map(apply::Image::from_row).transpose()?,
-                        after.map(apply::Image::from_row).transpose()?,
+                        before.map(|r| image(0, r)).transpose()?,
+                        after.map(|r| image(1, r)).transpose()?,
                     ));
                 }
                 stats.rows += images.len() as u64;
                 applier
-                    .rows(&target_db, &table, op, images, safe)
-                    .await
-                    .map_err(|source| CdcError::Apply {
-                        at: at(end).to_string(),
-                        source: Box::new(source),
-                    })?;
+                    .rows(&target_db, &table, op, images, safe, &at(end))
+                    .await?;
             }
             EventData::XidEvent(_) => {
                 group.add(at(end), gtid.clone());
@@ -577,8 +597,8 @@ impl Group {
         self.txns >= Self::MAX_TXNS || applier.queued_bytes() > 512 << 10
     }
 
-    /// Commits the group on the target (with its marker row), then records
-    /// the checkpoint in redb.
+    /// Sends the group's commit to the target (with the marker rows); the
+    /// previous group, now committed, is checkpointed in redb.
     async fn commit(
         &mut self,
         applier: &mut Applier,
@@ -586,9 +606,9 @@ impl Group {
         job: &JobSpec,
         cp: &mut Checkpoint,
     ) -> Result<(), CdcError> {
-        if let Some((pos, gtid)) = self.end.take() {
-            applier.commit(&pos, gtid.as_deref()).await?;
-            checkpoint(store, job, cp, pos, gtid)?;
+        if let Some(end) = self.end.take() {
+            applier.commit(end).await?;
+            record(applier, store, job, cp)?;
         }
         self.txns = 0;
         Ok(())
@@ -608,12 +628,24 @@ fn uuid_text(sid: &[u8; 16]) -> String {
     )
 }
 
+/// Checkpoints in redb what every lane has committed since the last call.
+fn record(
+    applier: &mut Applier,
+    store: &Store,
+    job: &JobSpec,
+    cp: &mut Checkpoint,
+) -> Result<(), CdcError> {
+    match applier.take_committed() {
+        Some(end) => checkpoint(store, job, cp, end),
+        None => Ok(()),
+    }
+}
+
 fn checkpoint(
     store: &Store,
     job: &JobSpec,
     cp: &mut Checkpoint,
-    pos: BinlogPos,
-    gtid: Option<String>,
+    (pos, gtid): apply::TxnEnd,
 ) -> Result<(), CdcError> {
     cp.position = pos;
     cp.gtid = gtid;

@@ -96,6 +96,26 @@ pub fn signal(child: &Child, sig: &str) {
         .status();
 }
 
+/// The runner's log files in `state`.
+fn logs(state: &Path) -> String {
+    std::fs::read_dir(state.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+/// Their last lines, newest first.
+fn log_tail(state: &Path) -> String {
+    logs(state)
+        .lines()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn spec_name(job: &Path) -> String {
     ferry::job::load_job(job).expect("job").name
 }
@@ -148,32 +168,49 @@ pub fn run_sync_case(
 /// duplicates, no lost rows.
 #[test]
 fn kill_9_during_cdc_loses_and_duplicates_nothing() {
+    kill_9_during_cdc(1, 1);
+}
+
+/// The same with parallel apply over four lanes, restarted with two: the
+/// lanes of the crashed run finish the replay, nothing is applied twice.
+#[test]
+fn kill_9_during_parallel_cdc_loses_and_duplicates_nothing() {
+    kill_9_during_cdc(4, 2);
+}
+
+fn kill_9_during_cdc(threads: usize, then: usize) {
     let (source, target) = shared();
-    source.sql(
-        "DROP DATABASE IF EXISTS cdcx_src; CREATE DATABASE cdcx_src; USE cdcx_src; \
+    let (src, dst) = (format!("cdcx{threads}_src"), format!("cdcx{threads}_dst"));
+    source.sql(&format!(
+        "DROP DATABASE IF EXISTS {src}; CREATE DATABASE {src}; USE {src}; \
          CREATE TABLE k (id INT PRIMARY KEY, n INT); \
          CREATE TABLE heap (n INT, tag VARCHAR(10)); \
          INSERT INTO k SELECT seq, 0 FROM seq_1_to_100;",
-    );
-    target.sql("DROP DATABASE IF EXISTS cdcx_dst");
+    ));
+    target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
     let tmp = temp_dir("cdc-crash");
     let state = tmp.path().join("state");
-    let job = write_job(
-        tmp.path(),
-        &sync_job(
-            "cdc-crash",
-            5102,
-            "cdcx_src",
-            "cdcx_dst",
-            "",
-            source,
-            target,
-        ),
-    );
+    let name = format!("cdc-crash-{threads}");
+    let job_with = |threads: usize| {
+        write_job(
+            tmp.path(),
+            &sync_job(
+                &name,
+                5110 + threads as u32,
+                &src,
+                &dst,
+                &format!("[cdc]\nthreads = {threads}"),
+                source,
+                target,
+            ),
+        )
+    };
+    let job = job_with(threads);
     let writer = {
+        let src = src.clone();
         std::thread::spawn(move || {
             // 3000 small transactions, each touching the keyed and the keyless table.
-            let mut sql = String::from("USE cdcx_src;\n");
+            let mut sql = format!("USE {src};\n");
             for i in 0..3000 {
                 sql.push_str(&format!(
                     "START TRANSACTION; UPDATE k SET n = n + 1 WHERE id = {}; \
@@ -202,29 +239,17 @@ fn kill_9_during_cdc_loses_and_duplicates_nothing() {
         run.kill();
     }
     writer.join().expect("writer");
+    let job = job_with(then);
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
     let converged = std::panic::catch_unwind(|| {
-        wait_same(
-            source,
-            "cdcx_src",
-            target,
-            "cdcx_dst",
-            Duration::from_secs(180),
-        )
+        wait_same(source, &src, target, &dst, Duration::from_secs(180))
     });
     if let Err(e) = converged {
-        let logs: String = std::fs::read_dir(state.join("logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect();
-        let tail: Vec<&str> = logs.lines().rev().take(20).collect();
         panic!(
             "{e:?}\nferry:\n{}\nlog tail:\n{}",
             run.output(),
-            tail.join("\n")
+            log_tail(&state)
         );
     }
     run.stop();
@@ -253,7 +278,8 @@ fn sync_job(
 
 /// Sakila under a workload of rentals, payments, film updates that fire its
 /// triggers and a city_id update that cascades through its foreign keys:
-/// nothing applied twice by a trigger or lost to a cascade on the target.
+/// nothing applied twice by a trigger or lost to a cascade on the target,
+/// with parallel apply.
 #[test]
 fn sakila_workload_with_triggers_and_cascades() {
     let source = Server::start(server::Options {
@@ -276,7 +302,8 @@ fn sakila_workload_with_triggers_and_cascades() {
             5103,
             "sakila",
             "sakila",
-            "",
+            // Parallel apply: the tables linked by foreign keys share a lane.
+            "[cdc]\nthreads = 3",
             &source,
             &target,
         ),
@@ -370,7 +397,7 @@ fn sysbench_during_the_full_load_and_after() {
             5104,
             "sb_src",
             "sb_dst",
-            "[full]\nthreads = 2\nchunk_rows = 1000\nrows_per_sec = 8000",
+            "[full]\nthreads = 2\nchunk_rows = 1000\nrows_per_sec = 8000\n[cdc]\nthreads = 2",
             source,
             target,
         ),
@@ -388,17 +415,10 @@ fn sysbench_during_the_full_load_and_after() {
         wait_same(source, "sb_src", target, "sb_dst", Duration::from_secs(120))
     });
     if let Err(e) = converged {
-        let logs: String = std::fs::read_dir(state.join("logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect();
-        let tail: Vec<&str> = logs.lines().rev().take(15).collect();
         panic!(
             "{e:?}\nferry:\n{}\nlog tail:\n{}",
             run.output(),
-            tail.join("\n")
+            log_tail(&state)
         );
     }
     run.stop();
@@ -635,5 +655,107 @@ fn source_and_target_restarts_mid_stream() {
     assert!(converged.is_ok(), "ferry said:\n{}", run.output());
     run.assert_running();
     assert!(run.output().contains("retrying"), "{}", run.output());
+    run.stop();
+}
+
+/// Parallel apply, stopped while one lane is behind the others: a row lock
+/// held on the target holds one lane back while the lane of a keyless
+/// table commits; kill -9; release. The restart (with another thread
+/// count) replays the group, and the lane that had committed skips it: no
+/// duplicate in the keyless table.
+#[test]
+fn parallel_lanes_stopped_unevenly_apply_nothing_twice() {
+    use std::io::{BufRead, Write};
+    let (source, target) = shared();
+    let (src, dst, name) = ("lanes_src", "lanes_dst", "lanes");
+    source.sql(&format!(
+        "DROP DATABASE IF EXISTS {src}; CREATE DATABASE {src}; USE {src}; \
+         CREATE TABLE k (id INT PRIMARY KEY, n INT); \
+         CREATE TABLE heap (n INT, tag VARCHAR(10)); \
+         INSERT INTO k SELECT seq, 0 FROM seq_1_to_100;",
+    ));
+    target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
+    let tmp = temp_dir("cdc-lanes");
+    let state = tmp.path().join("state");
+    let job = |threads: usize| {
+        write_job(
+            tmp.path(),
+            &sync_job(
+                name,
+                5120,
+                src,
+                dst,
+                &format!("[cdc]\nthreads = {threads}"),
+                source,
+                target,
+            ),
+        )
+    };
+    let mut run = SyncRun::start(&state, &job(4));
+    run.wait_streaming();
+    // Ferry spreads rows by FNV-1a: of the primary key's literal for keyed
+    // tables, of the qualified name for keyless ones.
+    let lane = |bytes: &[u8]| ferry::sql::fnv1a(bytes) as usize % 4;
+    let heap_lane = lane(format!("`{dst}`.`heap`").as_bytes());
+    let x = (1..=100)
+        .find(|x| lane(format!("{x}\0").as_bytes()) != heap_lane)
+        .expect("a key on another lane");
+    let key = |l: usize| match l {
+        0 => name.to_string(),
+        l => format!("{name}#{l}"),
+    };
+    let x_key = key(lane(format!("{x}\0").as_bytes()));
+    let mut lock = target
+        .client()
+        .args(["-N", "--unbuffered"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut stdin = lock.stdin.take().expect("stdin");
+    writeln!(
+        stdin,
+        "START TRANSACTION; SELECT n FROM {dst}.k WHERE id = {x} FOR UPDATE;"
+    )
+    .expect("lock");
+    let mut line = String::new();
+    std::io::BufReader::new(lock.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("locked");
+    // One source transaction: the locked row and the keyless table.
+    source.sql(&format!(
+        "USE {src}; START TRANSACTION; UPDATE k SET n = n + 1 WHERE id = {x}; \
+         INSERT INTO heap VALUES (1, 'a'), (2, 'b'); COMMIT;"
+    ));
+    let pos = |k: &str| {
+        target
+            .sql(&format!(
+                "SELECT COALESCE(MAX(binlog_pos), 0) FROM ferry_meta.checkpoints WHERE job = '{k}'"
+            ))
+            .parse::<u64>()
+            .expect("position")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pos(&key(heap_lane)) <= pos(&x_key) {
+        assert!(
+            Instant::now() < deadline,
+            "the keyless lane did not commit:\n{}",
+            run.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.kill();
+    writeln!(stdin, "ROLLBACK;").expect("unlock");
+    drop(stdin);
+    let _ = lock.wait();
+    let mut run = SyncRun::start(&state, &job(2));
+    run.wait_streaming();
+    wait_same(source, src, target, dst, Duration::from_secs(60));
+    assert_eq!(target.sql(&format!("SELECT COUNT(*) FROM {dst}.heap")), "2");
+    assert!(
+        logs(&state).contains("keeping them"),
+        "the restart should keep the crashed run's lanes:\n{}",
+        log_tail(&state)
+    );
     run.stop();
 }

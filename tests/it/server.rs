@@ -197,7 +197,7 @@ impl Server {
         self.spawn();
     }
 
-    fn client(&self) -> Command {
+    pub fn client(&self) -> Command {
         let mut c = Command::new("mariadb");
         c.args([
             "--no-defaults",
