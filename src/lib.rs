@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod cdc;
 pub mod check;
+pub mod control;
 pub mod db;
 pub mod full;
 pub mod job;
@@ -12,3 +13,5 @@ pub mod runner;
 pub mod schema;
 pub mod sql;
 pub mod state;
+pub mod status;
+pub mod verify;

@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use ferry::check::{self, Status};
+use ferry::control::{self, Client, ClientError};
 use ferry::job::{self, JobSpec};
-use ferry::runner::{self, Outcome};
+use ferry::runner::{Outcome, Runner};
 use ferry::state::Store;
 
 #[derive(Parser)]
@@ -41,6 +42,42 @@ enum Command {
         #[arg(required = true)]
         jobs: Vec<PathBuf>,
     },
+    /// Every job's state, progress, lag and last events.
+    Status {
+        /// One job (a name or its job file).
+        job: Option<String>,
+        /// The status model as JSON (see README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a job (or every job) at a committed boundary.
+    Pause {
+        job: Option<String>,
+        #[arg(long, conflicts_with = "job")]
+        all: bool,
+    },
+    /// Resume a paused job (or every job).
+    Resume {
+        job: Option<String>,
+        #[arg(long, conflicts_with = "job")]
+        all: bool,
+    },
+    /// Change a job's live rate limit.
+    Throttle {
+        job: String,
+        /// Rows per second; 0 = unlimited.
+        #[arg(long)]
+        rows_per_sec: u64,
+    },
+    /// `migrate` jobs: apply up to the source's head, verify counts, finish.
+    Cutover {
+        job: String,
+        /// Set the source read-only first (SET GLOBAL read_only = 1).
+        #[arg(long)]
+        read_only_source: bool,
+    },
+    /// Stop the runner gracefully.
+    Stop,
 }
 
 fn main() -> ExitCode {
@@ -69,7 +106,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { job } => {
             let spec = match load_jobs(&[job]) {
-                Ok(mut j) => j.remove(0),
+                Ok(mut j) => j.remove(0).1,
                 Err(code) => return Ok(code),
             };
             rt.block_on(check_cmd(&spec))
@@ -87,13 +124,130 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let _guard = init_logging(&cli.state);
-            rt.block_on(run_cmd(store, specs))
+            rt.block_on(run_cmd(store, specs, jobs))
         }
+        Command::Status { job, json } => {
+            let job = job.map(|j| job_name(&j)).transpose()?;
+            rt.block_on(status_cmd(&cli.state, job, json))
+        }
+        Command::Pause { job, all } => {
+            let job = one_or_all(job, all)?;
+            rt.block_on(call(&cli.state, ferry_proto::Command::Pause { job }))
+        }
+        Command::Resume { job, all } => {
+            let job = one_or_all(job, all)?;
+            rt.block_on(call(&cli.state, ferry_proto::Command::Resume { job }))
+        }
+        Command::Throttle { job, rows_per_sec } => rt.block_on(call(
+            &cli.state,
+            ferry_proto::Command::Throttle {
+                job: job_name(&job)?,
+                rows_per_sec,
+            },
+        )),
+        Command::Cutover {
+            job,
+            read_only_source,
+        } => rt.block_on(call(
+            &cli.state,
+            ferry_proto::Command::Cutover {
+                job: job_name(&job)?,
+                read_only_source,
+            },
+        )),
+        Command::Stop => rt.block_on(call(&cli.state, ferry_proto::Command::Stop)),
     }
 }
 
+/// A job named on the command line: a name, or a job file to read it from.
+fn job_name(arg: &str) -> Result<String> {
+    let path = Path::new(arg);
+    if arg.ends_with(".toml") || path.is_file() {
+        return Ok(job::load_job(path)?.name);
+    }
+    Ok(arg.to_string())
+}
+
+fn one_or_all(job: Option<String>, all: bool) -> Result<Option<String>> {
+    match (job, all) {
+        (Some(j), false) => Ok(Some(job_name(&j)?)),
+        (None, true) => Ok(None),
+        _ => anyhow::bail!("name a job, or pass --all"),
+    }
+}
+
+/// One request to the runner; its reply printed. Exit 1 on an error reply
+/// or when no runner runs.
+async fn call(state: &Path, cmd: ferry_proto::Command) -> Result<ExitCode> {
+    let cutover = matches!(cmd, ferry_proto::Command::Cutover { .. });
+    let mut client = Client::connect(state).await?;
+    if cutover {
+        eprintln!("waiting for the job to apply everything up to the source's head...");
+    }
+    let reply = client.call(cmd).await?;
+    if !reply.ok {
+        eprintln!("ferry: {}", reply.error.unwrap_or_default());
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(m) = reply.message.filter(|m| !m.is_empty()) {
+        println!("{m}");
+    }
+    if let Some(c) = reply.cutover {
+        for (table, s, t) in &c.counts {
+            println!("  {table}: {s} rows on the source, {t} on the target");
+        }
+        println!("final position: {}", c.position);
+        if let Some(g) = c.gtid {
+            println!("final GTID: {g}");
+        }
+        println!("switch the application to the target now");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// From the runner when one runs, else from the state file.
+async fn status_cmd(state: &Path, job: Option<String>, json: bool) -> Result<ExitCode> {
+    let status = match Client::connect(state).await {
+        Ok(mut client) => {
+            let reply = client
+                .call(ferry_proto::Command::Status { job: job.clone() })
+                .await?;
+            match reply.status {
+                Some(s) if reply.ok => s,
+                _ => {
+                    eprintln!("ferry: {}", reply.error.unwrap_or_default());
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Err(ClientError::NoRunner(_)) => {
+            if !state.join("ferry.redb").exists() {
+                anyhow::bail!("no state in {} (nothing has run there)", state.display());
+            }
+            let store = Store::open(state)?;
+            if let Some(j) = &job {
+                if store.job(j)?.is_none() {
+                    anyhow::bail!("no job {j:?} in {}", state.display());
+                }
+            }
+            ferry::status::build(&store, None, job.as_deref())?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", ferry::status::text(&status));
+    }
+    Ok(if status.jobs.iter().any(|j| j.alert) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// Loads and validates job files; config errors are printed and exit 2.
-fn load_jobs(paths: &[PathBuf]) -> Result<Vec<JobSpec>, ExitCode> {
+fn load_jobs(paths: &[PathBuf]) -> Result<Vec<(PathBuf, JobSpec)>, ExitCode> {
     let files = match job::job_files(paths) {
         Ok(f) => f,
         Err(e) => {
@@ -105,12 +259,12 @@ fn load_jobs(paths: &[PathBuf]) -> Result<Vec<JobSpec>, ExitCode> {
         eprintln!("ferry: no job files (*.toml) in {}", show(paths));
         return Err(ExitCode::from(2));
     }
-    let mut specs: Vec<JobSpec> = Vec::new();
+    let mut specs: Vec<(PathBuf, JobSpec)> = Vec::new();
     let mut bad = false;
     for f in &files {
         match job::load_job(f) {
             Ok(s) => {
-                if specs.iter().any(|o| o.name == s.name) {
+                if specs.iter().any(|(_, o)| o.name == s.name) {
                     eprintln!(
                         "ferry: {}: job name {:?} is used twice",
                         f.display(),
@@ -118,7 +272,7 @@ fn load_jobs(paths: &[PathBuf]) -> Result<Vec<JobSpec>, ExitCode> {
                     );
                     bad = true;
                 }
-                specs.push(s)
+                specs.push((f.clone(), s))
             }
             Err(e) => {
                 eprintln!("ferry: {e}");
@@ -167,10 +321,25 @@ async fn check_cmd(spec: &JobSpec) -> Result<ExitCode> {
     })
 }
 
-async fn run_cmd(store: Arc<Store>, specs: Vec<JobSpec>) -> Result<ExitCode> {
+async fn run_cmd(
+    store: Arc<Store>,
+    specs: Vec<(PathBuf, JobSpec)>,
+    paths: Vec<PathBuf>,
+) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone())?;
-    let outcomes = runner::run(store, specs, cancel).await;
+    let runner = Runner::new(store, cancel.clone());
+    for (file, spec) in specs {
+        runner.start(spec, Some(file));
+    }
+    spawn_signal_handler(runner.clone(), paths)?;
+    let server = tokio::spawn(control::serve(runner.clone()));
+    let outcomes = runner.wait().await;
+    cancel.cancel();
+    match server.await {
+        Ok(Err(e)) => eprintln!("ferry: control socket: {e}"),
+        Err(e) => eprintln!("ferry: control socket task: {e}"),
+        Ok(Ok(())) => {}
+    }
     let mut failed = false;
     for (name, outcome) in outcomes {
         match outcome {
@@ -193,8 +362,9 @@ async fn run_cmd(store: Arc<Store>, specs: Vec<JobSpec>) -> Result<ExitCode> {
 }
 
 /// SIGINT/SIGTERM: graceful stop; a second one exits at once (the state is
-/// consistent at every commit, so this loses nothing).
-fn spawn_signal_handler(cancel: CancellationToken) -> Result<()> {
+/// consistent at every commit, so this loses nothing). SIGUSR1 pauses every
+/// job, SIGUSR2 resumes them, SIGHUP rescans the job files.
+fn spawn_signal_handler(runner: Arc<Runner>, paths: Vec<PathBuf>) -> Result<()> {
     use futures_util::StreamExt;
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     let mut signals = signal_hook_tokio::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
@@ -202,22 +372,40 @@ fn spawn_signal_handler(cancel: CancellationToken) -> Result<()> {
     tokio::spawn(async move {
         while let Some(sig) = signals.next().await {
             match sig {
-                SIGINT | SIGTERM if cancel.is_cancelled() => {
+                SIGINT | SIGTERM if runner.cancel.is_cancelled() => {
                     eprintln!("ferry: second signal, exiting now");
                     std::process::exit(130);
                 }
                 SIGINT | SIGTERM => {
                     tracing::info!(signal = sig, "graceful stop requested");
                     eprintln!("ferry: stopping (again to force)");
-                    cancel.cancel();
+                    runner.cancel.cancel();
                 }
-                other => {
-                    tracing::warn!(signal = other, "signal not handled by this build; ignored")
-                }
+                SIGUSR1 => runner.controls().iter().for_each(|c| c.pause()),
+                SIGUSR2 => runner.controls().iter().for_each(|c| c.resume()),
+                SIGHUP => rescan(&runner, &paths),
+                _ => {}
             }
         }
     });
     Ok(())
+}
+
+/// SIGHUP: new job files start, removed ones stop; a changed file of a
+/// running job is refused (stop the job first: remove its file, SIGHUP).
+fn rescan(runner: &Runner, paths: &[PathBuf]) {
+    tracing::info!("SIGHUP: rescanning job files");
+    let specs = match load_jobs(paths) {
+        Ok(s) => s,
+        Err(_) => {
+            eprintln!("ferry: rescan: job files have errors (above); nothing changed");
+            tracing::warn!("rescan refused: job files have errors");
+            return;
+        }
+    };
+    for msg in runner.rescan(specs) {
+        eprintln!("ferry: rescan: {msg}");
+    }
 }
 
 /// Logs go to STATE/logs/ferry.log.YYYY-MM-DD, never to the terminal.

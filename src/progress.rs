@@ -69,7 +69,7 @@ fn elapsed(t: &TableProgress) -> f64 {
     end.saturating_sub(started) as f64 / 1000.0
 }
 
-fn rate(t: &TableProgress) -> f64 {
+pub fn rate(t: &TableProgress) -> f64 {
     let secs = elapsed(t);
     let rows = t
         .rows_done

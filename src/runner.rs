@@ -1,9 +1,16 @@
 //! The runner: takes jobs from precheck through schema and full load to
 //! done, each in its own task, recording every state change in the store.
+//! Each job has a [`JobControl`] through which the control socket and the
+//! signals pause, resume, throttle and cut it over while it runs.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
@@ -21,8 +28,10 @@ use crate::state::{now_ms, JobRecord, JobState, StateError, Store};
 pub enum JobError {
     #[error("precheck failed:\n{0}")]
     Precheck(String),
-    #[error("mode {0:?} is not supported by this build yet; modes \"full\" and \"sync\" run")]
+    #[error("mode {0:?} is not supported by this build yet; modes full, sync and migrate run")]
     Unsupported(&'static str),
+    #[error("cutover: {0}")]
+    Cutover(String),
     #[error(
         "the state already holds a job {0:?} with a different definition; \
          use a new --state dir, or a new job name"
@@ -62,37 +71,268 @@ pub enum Outcome {
     Failed(JobError),
 }
 
+/// Live controls of one job, shared by its task, the control socket and
+/// the signal handler.
+pub struct JobControl {
+    pub name: String,
+    paused: watch::Sender<bool>,
+    /// The running attempt; pausing cancels it (a graceful stop at a
+    /// committed boundary) and resuming starts the next one.
+    attempt: Mutex<CancellationToken>,
+    /// Rows per second for the full load and the CDC apply; changeable live.
+    pub limit: Arc<RateLimit>,
+    /// Full-load progress of the running attempt.
+    pub progress: Mutex<Vec<Arc<full::TableProgress>>>,
+    pub retries: AtomicU32,
+    /// Its task has ended.
+    pub finished: std::sync::atomic::AtomicBool,
+    /// A cutover asked for: CDC stops once it has applied this position.
+    pub cutover_at: watch::Sender<Option<cdc::BinlogPos>>,
+    /// The cutover's outcome, once it has one.
+    pub cutover_done: watch::Sender<Option<Result<ferry_proto::Cutover, String>>>,
+    /// The source's binlog head and oldest binlog, and a retention risk.
+    pub source_info: Mutex<cdc::SourceInfo>,
+    store: Arc<Store>,
+}
+
+impl JobControl {
+    pub fn new(store: Arc<Store>, job: &JobSpec) -> Arc<JobControl> {
+        Arc::new(JobControl {
+            name: job.name.clone(),
+            paused: watch::Sender::new(false),
+            attempt: Mutex::new(CancellationToken::new()),
+            limit: Arc::new(RateLimit::new(job.full.rows_per_sec)),
+            progress: Mutex::new(Vec::new()),
+            retries: AtomicU32::new(0),
+            finished: Default::default(),
+            cutover_at: watch::Sender::new(None),
+            cutover_done: watch::Sender::new(None),
+            source_info: Mutex::new(cdc::SourceInfo::default()),
+            store,
+        })
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Pauses the job: the running attempt stops at a committed boundary
+    /// and releases its connections.
+    pub fn pause(&self) {
+        if self.paused.send_replace(true) {
+            return;
+        }
+        self.event("pause", "paused");
+        lock(&self.attempt).cancel();
+    }
+
+    pub fn resume(&self) {
+        if self.paused.send_replace(false) {
+            self.event("resume", "resumed");
+        }
+    }
+
+    pub fn throttle(&self, rows_per_sec: u64) {
+        self.limit.set(rows_per_sec);
+        let what = match rows_per_sec {
+            0 => "throttle off (unlimited)".to_string(),
+            n => format!("throttled to {n} rows/s"),
+        };
+        self.event("throttle", &what);
+    }
+
+    pub fn event(&self, kind: &str, message: &str) {
+        info!(job = %self.name, kind, "{message}");
+        if let Err(e) = self.store.add_event(&self.name, kind, message) {
+            warn!(error = %e, "could not record an event");
+        }
+    }
+
+    fn set_state(&self, state: JobState, reason: Option<String>) -> Result<(), StateError> {
+        let changed = self.store.job(&self.name)?.is_none_or(|j| j.state != state);
+        self.store
+            .set_job_state(&self.name, state, reason.clone())?;
+        if changed {
+            let message = match &reason {
+                Some(r) => format!("{}: {r}", state.as_str()),
+                None => state.as_str().to_string(),
+            };
+            let kind = match state {
+                JobState::Failed | JobState::PrecheckFailed => "error",
+                JobState::Retrying => "retry",
+                _ => "stage",
+            };
+            self.event(kind, &message);
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A job the runner runs.
+pub struct RunningJob {
+    pub spec: JobSpec,
+    pub control: Arc<JobControl>,
+    /// Stops this job alone (a job file removed on rescan).
+    pub cancel: CancellationToken,
+    pub task: Option<JoinHandle<Outcome>>,
+    /// Where its definition came from.
+    pub file: Option<PathBuf>,
+}
+
+/// The runner's jobs and their controls.
+pub struct Runner {
+    pub store: Arc<Store>,
+    pub started_ms: u64,
+    pub cancel: CancellationToken,
+    pub jobs: Mutex<BTreeMap<String, RunningJob>>,
+    /// Wakes whoever waits for jobs to end when one is added.
+    pub changed: tokio::sync::Notify,
+}
+
+impl Runner {
+    pub fn new(store: Arc<Store>, cancel: CancellationToken) -> Arc<Runner> {
+        Arc::new(Runner {
+            store,
+            started_ms: now_ms(),
+            cancel,
+            jobs: Mutex::new(BTreeMap::new()),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Starts a job in its own task.
+    pub fn start(&self, job: JobSpec, file: Option<PathBuf>) {
+        let control = JobControl::new(self.store.clone(), &job);
+        let cancel = self.cancel.child_token();
+        let span = tracing::info_span!("job", name = %job.name);
+        let task = {
+            let (store, job, control, cancel) = (
+                self.store.clone(),
+                job.clone(),
+                control.clone(),
+                cancel.clone(),
+            );
+            tokio::spawn(
+                async move {
+                    let outcome = run_job(&store, job, &control, cancel).await;
+                    control.finished.store(true, Ordering::Relaxed);
+                    outcome
+                }
+                .instrument(span),
+            )
+        };
+        lock(&self.jobs).insert(
+            job.name.clone(),
+            RunningJob {
+                spec: job,
+                control,
+                cancel,
+                task: Some(task),
+                file,
+            },
+        );
+        self.changed.notify_one();
+    }
+
+    /// Applies a rescan of the job files: starts new jobs, stops the jobs
+    /// whose file is gone, refuses changed definitions of running jobs.
+    /// Returns what it did, for the operator.
+    pub fn rescan(&self, specs: Vec<(PathBuf, JobSpec)>) -> Vec<String> {
+        let mut said = Vec::new();
+        let mut start = Vec::new();
+        {
+            let mut jobs = lock(&self.jobs);
+            for (file, spec) in &specs {
+                match jobs.get_mut(&spec.name) {
+                    None => start.push((file.clone(), spec.clone())),
+                    Some(j) if j.spec == *spec => {}
+                    Some(j) if j.control.finished.load(Ordering::Relaxed) => {
+                        start.push((file.clone(), spec.clone()))
+                    }
+                    Some(j) => {
+                        let msg = format!(
+                            "{}: its job file changed while it runs; refused (stop the job \
+                             first: move its file away and SIGHUP, then put the new one back \
+                             and SIGHUP)",
+                            spec.name
+                        );
+                        j.control.event("error", &msg);
+                        said.push(msg);
+                    }
+                }
+            }
+            for (name, j) in jobs.iter() {
+                let kept = specs.iter().any(|(_, s)| &s.name == name);
+                if !kept && j.file.is_some() && !j.cancel.is_cancelled() {
+                    j.cancel.cancel();
+                    j.control.event("stage", "stopping: its job file is gone");
+                    said.push(format!("{name}: job file removed; stopping it"));
+                }
+            }
+        }
+        for (file, spec) in start {
+            said.push(format!("{}: starting ({})", spec.name, file.display()));
+            self.start(spec, Some(file));
+        }
+        said
+    }
+
+    pub fn control(&self, name: &str) -> Option<Arc<JobControl>> {
+        lock(&self.jobs).get(name).map(|j| j.control.clone())
+    }
+
+    pub fn controls(&self) -> Vec<Arc<JobControl>> {
+        lock(&self.jobs)
+            .values()
+            .map(|j| j.control.clone())
+            .collect()
+    }
+
+    /// Waits until every job's task has ended (jobs started meanwhile
+    /// included); returns each job's outcome.
+    pub async fn wait(&self) -> Vec<(String, Outcome)> {
+        let mut out = Vec::new();
+        loop {
+            let next = lock(&self.jobs)
+                .iter_mut()
+                .find_map(|(name, j)| j.task.take().map(|t| (name.clone(), t)));
+            let Some((name, task)) = next else {
+                return out;
+            };
+            let outcome = match task.await {
+                Ok(o) => o,
+                Err(e) => Outcome::Failed(JobError::Bug(format!(
+                    "the job's task ended abnormally: {e}"
+                ))),
+            };
+            out.push((name, outcome));
+        }
+    }
+}
+
 /// Runs `jobs` concurrently until each is done, failed, or `cancel` fires.
 pub async fn run(
     store: Arc<Store>,
     jobs: Vec<JobSpec>,
     cancel: CancellationToken,
 ) -> Vec<(String, Outcome)> {
-    let mut handles = Vec::new();
+    let runner = Runner::new(store, cancel);
     for job in jobs {
-        let store = store.clone();
-        let cancel = cancel.child_token();
-        let name = job.name.clone();
-        let span = tracing::info_span!("job", name = %name);
-        handles.push((
-            name,
-            tokio::spawn(async move { run_job(&store, job, cancel).await }.instrument(span)),
-        ));
+        runner.start(job, None);
     }
-    let mut out = Vec::new();
-    for (name, h) in handles {
-        let outcome = match h.await {
-            Ok(o) => o,
-            Err(e) => Outcome::Failed(JobError::Bug(format!(
-                "the job's task ended abnormally: {e}"
-            ))),
-        };
-        out.push((name, outcome));
-    }
-    out
+    runner.wait().await
 }
 
-async fn run_job(store: &Arc<Store>, job: JobSpec, cancel: CancellationToken) -> Outcome {
+async fn run_job(
+    store: &Arc<Store>,
+    job: JobSpec,
+    control: &Arc<JobControl>,
+    cancel: CancellationToken,
+) -> Outcome {
     match store.job(&job.name) {
         Ok(Some(rec)) if !rec.spec.same_data_as(&job) => {
             return Outcome::Failed(JobError::Changed(job.name.clone()))
@@ -120,29 +360,57 @@ async fn run_job(store: &Arc<Store>, job: JobSpec, cancel: CancellationToken) ->
     }
     let retry_for = job.cdc.retry_for;
     let mut backoff = Duration::from_secs(1);
-    let first_failure = Instant::now();
+    let mut first_failure: Option<Instant> = None;
+    let mut paused = control.paused.subscribe();
     loop {
-        let result = attempt(store, &job, &cancel).await;
+        if *paused.borrow_and_update() {
+            let _ = control.set_state(JobState::Paused, None);
+            eprintln!("{}: paused", job.name);
+            let watch_retention = cdc::watch_retention(&job, store, &control.source_info);
+            tokio::select! {
+                _ = paused.wait_for(|p| !*p) => {}
+                _ = watch_retention => {}
+                _ = cancel.cancelled() => return Outcome::Stopped,
+            }
+            eprintln!("{}: resumed", job.name);
+            continue;
+        }
+        let attempt_cancel = cancel.child_token();
+        *lock(&control.attempt) = attempt_cancel.clone();
+        if control.is_paused() {
+            continue;
+        }
+        let result = attempt(store, &job, control, &attempt_cancel).await;
         match result {
             Ok(()) => {
-                let _ = store.set_job_state(&job.name, JobState::Done, None);
+                let _ = control.set_state(JobState::Done, None);
                 info!("job done");
                 return Outcome::Done;
+            }
+            Err(JobError::Full(FullError::Cancelled)) | Err(JobError::Cdc(CdcError::Cancelled))
+                if control.is_paused() && !cancel.is_cancelled() =>
+            {
+                continue;
             }
             Err(JobError::Full(FullError::Cancelled)) | Err(JobError::Cdc(CdcError::Cancelled)) => {
                 info!("job stopped; it resumes from its checkpoint on the next run");
                 return Outcome::Stopped;
             }
-            Err(e) if e.is_retryable() && first_failure.elapsed() < retry_for => {
+            Err(e)
+                if e.is_retryable()
+                    && first_failure.get_or_insert_with(Instant::now).elapsed() < retry_for =>
+            {
                 warn!(error = %e, "retrying in {backoff:?}");
                 eprintln!(
                     "{}: {e}; retrying in {}",
                     job.name,
                     humantime::format_duration(backoff)
                 );
-                let _ = store.set_job_state(&job.name, JobState::Retrying, Some(e.to_string()));
+                control.retries.fetch_add(1, Ordering::Relaxed);
+                let _ = control.set_state(JobState::Retrying, Some(e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
+                    _ = paused.wait_for(|p| *p) => {}
                     _ = cancel.cancelled() => return Outcome::Stopped,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -153,7 +421,10 @@ async fn run_job(store: &Arc<Store>, job: JobSpec, cancel: CancellationToken) ->
                     JobError::Precheck(_) => JobState::PrecheckFailed,
                     _ => JobState::Failed,
                 };
-                let _ = store.set_job_state(&job.name, state, Some(e.to_string()));
+                let _ = control.set_state(state, Some(e.to_string()));
+                if let JobError::Cutover(_) = &e {
+                    control.cutover_done.send_replace(Some(Err(e.to_string())));
+                }
                 return Outcome::Failed(e);
             }
         }
@@ -163,13 +434,15 @@ async fn run_job(store: &Arc<Store>, job: JobSpec, cancel: CancellationToken) ->
 async fn attempt(
     store: &Arc<Store>,
     job: &JobSpec,
+    control: &Arc<JobControl>,
     cancel: &CancellationToken,
 ) -> Result<(), JobError> {
-    if !matches!(job.mode, Mode::Full | Mode::Sync) {
+    if !matches!(job.mode, Mode::Full | Mode::Sync | Mode::Migrate) {
         return Err(JobError::Unsupported(job.mode.as_str()));
     }
+    let cdc_mode = matches!(job.mode, Mode::Sync | Mode::Migrate);
     let resuming = store.job(&job.name)?.is_some_and(|j| j.schema_done);
-    store.set_job_state(&job.name, JobState::Prechecking, None)?;
+    control.set_state(JobState::Prechecking, None)?;
     let report = check::precheck(job, resuming).await;
     for item in &report.items {
         info!(status = ?item.status, what = %item.what, "{}", item.message);
@@ -190,70 +463,115 @@ async fn attempt(
     let source = Connector::new(&job.source, Role::Source);
     let target = Connector::new(target_ep, Role::Target);
 
-    store.set_job_state(&job.name, JobState::Schema, None)?;
+    control.set_state(JobState::Schema, None)?;
     schema::copy_schema(job, &catalog, &source, &target).await?;
     store.update_job(&job.name, |j| j.schema_done = true)?;
     info!(tables = catalog.tables.len(), "schema copied");
 
     // CDC starts where the source was before the full load read anything.
-    if job.mode == Mode::Sync {
+    let mut full_load = true;
+    if cdc_mode {
         cdc::record_start(job, &source, &target, store).await?;
-        if job.cdc.start != CdcStart::Auto {
-            // An explicit start: CDC only, no full load.
-            store.set_job_state(&job.name, JobState::Syncing, None)?;
-            eprintln!(
-                "{}: streaming changes from [cdc] start (SIGINT/SIGTERM stops)",
-                job.name
-            );
-            cdc::run(job, &source, &target, store, cancel.child_token()).await?;
-            return Ok(());
-        }
+        // An explicit start: CDC only, no full load.
+        full_load = job.cdc.start == CdcStart::Auto;
     }
 
-    store.set_job_state(&job.name, JobState::FullLoad, None)?;
-    let loader = match job.full.target_binlog {
-        true => target.clone(),
-        false => target.clone().with_session("SET SESSION sql_log_bin = 0"),
-    };
-    let load = Load {
-        job,
-        tables: &catalog.tables,
-        source: &source,
-        target: &loader,
-        store,
-        limit: Arc::new(RateLimit::new(job.full.rows_per_sec)),
-        cancel: cancel.child_token(),
-    };
-    let started = Instant::now();
-    let progress = full::plan(&load).await?;
-    let stop_report = CancellationToken::new();
-    let reporter = tokio::spawn(progress::report(
-        job.name.clone(),
-        progress.clone(),
-        stop_report.clone(),
-    ));
-    let result = full::run(&load, &progress).await;
-    stop_report.cancel();
-    let _ = reporter.await;
-    result?;
-    let summary = progress::summary(&job.name, &progress, started);
-    info!("{summary}");
-    eprintln!("{summary}");
+    if full_load {
+        control.set_state(JobState::FullLoad, None)?;
+        let loader = match job.full.target_binlog {
+            true => target.clone(),
+            false => target.clone().with_session("SET SESSION sql_log_bin = 0"),
+        };
+        let load = Load {
+            job,
+            tables: &catalog.tables,
+            source: &source,
+            target: &loader,
+            store,
+            limit: control.limit.clone(),
+            cancel: cancel.child_token(),
+        };
+        let started = Instant::now();
+        let progress = full::plan(&load).await?;
+        *lock(&control.progress) = progress.clone();
+        let stop_report = CancellationToken::new();
+        let reporter = tokio::spawn(progress::report(
+            job.name.clone(),
+            progress.clone(),
+            stop_report.clone(),
+        ));
+        let result = full::run(&load, &progress).await;
+        stop_report.cancel();
+        let _ = reporter.await;
+        result?;
+        let summary = progress::summary(&job.name, &progress, started);
+        info!("{summary}");
+        eprintln!("{summary}");
+    }
 
-    if job.mode == Mode::Sync {
+    if cdc_mode {
         // Triggers stay off the target while it replicates: the binlog
         // already holds the rows they wrote on the source.
         cdc::record_handover_end(job, &source, store).await?;
-        store.set_job_state(&job.name, JobState::Syncing, None)?;
-        info!("syncing");
-        eprintln!(
-            "{}: full load done; streaming changes (SIGINT/SIGTERM stops)",
-            job.name
-        );
-        cdc::run(job, &source, &target, store, cancel.child_token()).await?;
-        return Ok(());
+        control.set_state(JobState::Syncing, None)?;
+        eprintln!("{}: streaming changes (SIGINT/SIGTERM stops)", job.name);
+        let live = cdc::Live {
+            limit: &control.limit,
+            stop_at: control.cutover_at.subscribe(),
+            source: &control.source_info,
+        };
+        cdc::run(job, &source, &target, store, cancel.child_token(), live).await?;
+        // CDC only returns when a cutover's position has been applied.
+        return finish_cutover(job, &catalog, &source, &target, store, control).await;
     }
     // Triggers only now, so they never fired on copied rows.
     schema::copy_triggers(job, &catalog, &source, &target).await?;
+    Ok(())
+}
+
+/// The end of a `migrate` job: triggers, a count verification, the final
+/// position for the application switch.
+async fn finish_cutover(
+    job: &JobSpec,
+    catalog: &Catalog,
+    source: &Connector,
+    target: &Connector,
+    store: &Arc<Store>,
+    control: &Arc<JobControl>,
+) -> Result<(), JobError> {
+    control.set_state(JobState::Verifying, Some("cutover: counting rows".into()))?;
+    let counts = crate::verify::counts(job, source, target)
+        .await
+        .map_err(|e| JobError::Cutover(e.to_string()))?;
+    let differ: Vec<String> = counts
+        .iter()
+        .filter(|(_, s, t)| s != t)
+        .map(|(n, s, t)| format!("{n}: {s} rows on the source, {t} on the target"))
+        .collect();
+    if !differ.is_empty() {
+        return Err(JobError::Cutover(format!(
+            "row counts differ after applying the last position (were writes still \
+             reaching the source? use --read-only-source): {}",
+            differ.join("; ")
+        )));
+    }
+    schema::copy_triggers(job, catalog, source, target).await?;
+    let cp = store
+        .checkpoint(&job.name)?
+        .ok_or_else(|| JobError::Cutover("no checkpoint".into()))?;
+    let result = ferry_proto::Cutover {
+        position: cp.position.to_string(),
+        gtid: cp.gtid.clone(),
+        counts,
+    };
+    control.event(
+        "cutover",
+        &format!(
+            "cut over at {} ({} tables, counts equal)",
+            result.position,
+            result.counts.len()
+        ),
+    );
+    control.cutover_done.send_replace(Some(Ok(result)));
     Ok(())
 }

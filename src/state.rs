@@ -33,6 +33,12 @@ const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoi
 /// (job, unix ms) → postcard [`CdcSample`]; the last [`CDC_HISTORY_MS`] only.
 const CDC_STATS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("cdc-stats-1");
 
+/// (job, sequence) → postcard [`Event`]; the last [`EVENTS_KEPT`] per job.
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events-1");
+
+/// How many events the state keeps per job.
+pub const EVENTS_KEPT: usize = 200;
+
 /// How much CDC history (lag, throughput) the state keeps per job.
 pub const CDC_HISTORY_MS: u64 = 3600 * 1000;
 
@@ -231,6 +237,23 @@ pub struct CdcSample {
     pub events_per_s: u64,
 }
 
+/// An entry of a job's event log: stage changes, pauses, throttles, DDL,
+/// errors with their position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A table's full-load progress as the state holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStatus {
+    pub table: String,
+    pub plan: TablePlan,
+    pub rows_done: u64,
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -323,6 +346,7 @@ impl Store {
             tx.open_table(FULL_CHUNKS)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(CDC_STATS)?;
+            tx.open_table(EVENTS)?;
         }
         tx.commit()?;
         Ok(())
@@ -555,6 +579,87 @@ impl Store {
         Ok(out)
     }
 
+    /// Appends to a job's event log, forgetting all but the newest
+    /// [`EVENTS_KEPT`].
+    pub fn add_event(&self, job: &str, kind: &str, message: &str) -> Result<()> {
+        let event = Event {
+            at_ms: now_ms(),
+            kind: kind.to_string(),
+            message: message.to_string(),
+        };
+        let bytes = encode(&event)?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(EVENTS)?;
+            let last = t
+                .range((job, 0)..=(job, u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, _)| k.value().1);
+            let seq = last.map_or(0, |s| s + 1);
+            t.insert((job, seq), bytes.as_slice())?;
+            let keep_from = (seq + 1).saturating_sub(EVENTS_KEPT as u64);
+            if keep_from > 0 {
+                let old: Vec<u64> = t
+                    .range((job, 0)..(job, keep_from))?
+                    .map_while(|e| e.ok())
+                    .map(|(k, _)| k.value().1)
+                    .collect();
+                for seq in old {
+                    t.remove((job, seq))?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A job's event log, oldest first.
+    pub fn events(&self, job: &str) -> Result<Vec<Event>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in t.range((job, 0)..=(job, u64::MAX))? {
+            let (k, v) = entry?;
+            out.push(decode(
+                "events-1",
+                &format!("{job}#{}", k.value().1),
+                v.value(),
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Every table of a job's full load with the rows its finished chunks hold.
+    pub fn full_progress(&self, job: &str) -> Result<Vec<TableStatus>> {
+        let tx = self.db.begin_read()?;
+        let tables = tx.open_table(FULL_TABLES)?;
+        let chunks = tx.open_table(FULL_CHUNKS)?;
+        let mut out = Vec::new();
+        for entry in tables.range((job, "")..)? {
+            let (k, v) = entry?;
+            let (j, table) = k.value();
+            if j != job {
+                break;
+            }
+            let plan: TablePlan = decode("full-tables-1", table, v.value())?;
+            let mut rows_done = 0;
+            for c in chunks.range((job, table, 0)..=(job, table, u32::MAX))? {
+                let (_, v) = c?;
+                let chunk: Chunk = decode("full-chunks-1", table, v.value())?;
+                if chunk.done {
+                    rows_done += chunk.rows;
+                }
+            }
+            out.push(TableStatus {
+                table: table.to_string(),
+                plan,
+                rows_done,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn checkpoint(&self, job: &str) -> Result<Option<Checkpoint>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(CHECKPOINTS)?;
@@ -587,6 +692,23 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_log_is_bounded_per_job() {
+        let dir = tmp();
+        let store = Store::open(dir.path()).expect("store");
+        for i in 0..EVENTS_KEPT + 5 {
+            store
+                .add_event("a", "stage", &format!("e{i}"))
+                .expect("add");
+        }
+        store.add_event("b", "pause", "only").expect("add");
+        let a = store.events("a").expect("events");
+        assert_eq!(a.len(), EVENTS_KEPT);
+        assert_eq!(a[0].message, "e5");
+        assert_eq!(a.last().map(|e| e.message.as_str()), Some("e204"));
+        assert_eq!(store.events("b").expect("events").len(), 1);
+    }
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().expect("tempdir")

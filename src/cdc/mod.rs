@@ -15,7 +15,7 @@ mod apply;
 pub mod decode;
 pub mod position;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -23,10 +23,12 @@ use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::*;
 use mysql_async::BinlogStreamRequest;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::db::{quote_ident, Connector, DbError};
+use crate::full::RateLimit;
 use crate::job::{CdcStart, DdlPolicy, JobSpec};
 use crate::state::{now_ms, Checkpoint, StateError, Store};
 
@@ -191,13 +193,109 @@ pub async fn record_handover_end(
     Ok(())
 }
 
-/// Streams from the checkpoint and applies until `cancel` fires or an error.
+/// What the runner hands a running CDC stage and reads back from it.
+pub struct Live<'a> {
+    /// Rows per second applied; changeable live.
+    pub limit: &'a RateLimit,
+    /// A cutover: return once everything up to here is applied.
+    pub stop_at: watch::Receiver<Option<BinlogPos>>,
+    /// Updated at each sample.
+    pub source: &'a Mutex<SourceInfo>,
+}
+
+/// The source's binlogs as last seen, for status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceInfo {
+    pub head: Option<String>,
+    pub oldest: Option<String>,
+    /// Set when the source may purge the binlog the job resumes from.
+    pub risk: Option<String>,
+}
+
+/// Whether the source may purge the binlog at `cp` before the job reads it.
+fn retention_risk(cp: &Checkpoint, oldest: &str, expire_s: u64, stalled_ms: u64) -> Option<String> {
+    let oldest_pos = BinlogPos {
+        file: oldest.to_string(),
+        pos: 0,
+    };
+    if !cp.position.file.is_empty() && cp.position < oldest_pos {
+        return Some(format!(
+            "the source purged {} (oldest is {oldest}): the job cannot resume",
+            cp.position.file
+        ));
+    }
+    if expire_s > 0 && stalled_ms / 1000 > expire_s / 2 {
+        return Some(format!(
+            "no progress for {}; the source purges binlogs after {}: resume before {} \
+             have passed, or raise binlog_expire_logs_seconds",
+            humantime::format_duration(Duration::from_secs(stalled_ms / 1000)),
+            humantime::format_duration(Duration::from_secs(expire_s)),
+            humantime::format_duration(Duration::from_secs(expire_s))
+        ));
+    }
+    None
+}
+
+/// Reads the source's oldest binlog and retention and judges the risk for
+/// the job's checkpoint.
+async fn check_retention(
+    conn: &mut mysql_async::Conn,
+    source: &Connector,
+    cp: &Checkpoint,
+    info: &Mutex<SourceInfo>,
+    paused: bool,
+) -> Result<(), DbError> {
+    let oldest = position::oldest(conn, source).await?.unwrap_or_default();
+    let expire: Option<u64> = conn
+        .query_first("SELECT @@GLOBAL.binlog_expire_logs_seconds")
+        .await
+        .unwrap_or(None);
+    let risk = retention_risk(
+        cp,
+        &oldest,
+        expire.unwrap_or(0),
+        // A running job that sees no transactions does not stall.
+        if paused {
+            now_ms().saturating_sub(cp.unix_ms)
+        } else {
+            0
+        },
+    );
+    let mut i = info.lock().unwrap_or_else(|p| p.into_inner());
+    i.oldest = Some(oldest);
+    i.risk = risk;
+    Ok(())
+}
+
+/// While a CDC job is paused: checks the source's binlog retention against
+/// its checkpoint every 5 s. Never returns.
+pub async fn watch_retention(job: &JobSpec, store: &Store, info: &Mutex<SourceInfo>) {
+    if !matches!(job.mode, crate::job::Mode::Sync | crate::job::Mode::Migrate) {
+        return std::future::pending().await;
+    }
+    let source = Connector::new(&job.source, crate::db::Role::Source);
+    loop {
+        if let Ok(Some(cp)) = store.checkpoint(&job.name) {
+            if let Ok(mut conn) = source.connect().await {
+                if let Err(e) = check_retention(&mut conn, &source, &cp, info, true).await {
+                    warn!(error = %e, "could not read the source's binlog retention");
+                }
+                let _ = conn.disconnect().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Streams from the checkpoint and applies until `cancel` fires, a cutover
+/// position is reached (then `Ok`), or an error.
 pub async fn run(
     job: &JobSpec,
     source: &Connector,
     target: &Connector,
     store: &Store,
     cancel: CancellationToken,
+    mut live: Live<'_>,
 ) -> Result<(), CdcError> {
     let mut cp = store
         .checkpoint(&job.name)?
@@ -265,7 +363,17 @@ pub async fn run(
     // source does not cost a target commit per transaction. Each source
     // transaction stays atomic and in order.
     let mut group = Group::default();
+    // The end of the last event read (a heartbeat's is the source's head).
+    let mut seen = start.clone();
     loop {
+        let stop_at = live.stop_at.borrow_and_update().clone();
+        if let Some(stop) = stop_at {
+            if !in_txn && group.txns == 0 && !applier.busy() && seen >= stop {
+                info!(at = %cp.position, "cutover: everything up to {stop} is applied");
+                stats.sample(store, job, &cp, source, live.source).await;
+                return Ok(());
+            }
+        }
         // Only between source transactions: a partly received transaction
         // must never be committed.
         let pause = if group.txns > 0 && !in_txn {
@@ -285,6 +393,7 @@ pub async fn run(
                 record(&mut applier, store, job, &mut cp)?;
                 continue;
             }
+            _ = live.stop_at.changed() => continue,
             _ = cancel.cancelled() => {
                 // The batch in flight finishes; what was not sent is dropped.
                 match applier.settle().await {
@@ -292,7 +401,7 @@ pub async fn run(
                     Err(e) => warn!(error = %e, "the last batch failed while stopping"),
                 }
                 applier.rollback().await;
-                stats.sample(store, job, &cp, source).await;
+                stats.sample(store, job, &cp, source, live.source).await;
                 return Err(CdcError::Cancelled);
             }
         };
@@ -328,6 +437,9 @@ pub async fn run(
         stats.event(header.timestamp(), header.event_type_raw() == 27);
         let end = u64::from(header.log_pos());
         let kind = header.event_type_raw();
+        if end > 0 {
+            seen = at(end);
+        }
         match kind {
             // MariaDB GTID: seq u64, domain u32, flags u8 (1 = standalone).
             162 => {
@@ -399,7 +511,7 @@ pub async fn run(
                             group.commit(&mut applier, store, job, &mut cp).await?;
                             applier.settle().await?;
                             record(&mut applier, store, job, &mut cp)?;
-                            ddl(job, &mut applier, &schema, statement, &pos).await?;
+                            ddl(job, store, &mut applier, &schema, statement, &pos).await?;
                             applier.commit((pos.clone(), gtid.clone())).await?;
                             applier.settle().await?;
                             record(&mut applier, store, job, &mut cp)?;
@@ -466,6 +578,7 @@ pub async fn run(
                     ));
                 }
                 stats.rows += images.len() as u64;
+                live.limit.acquire(images.len() as u64).await;
                 applier
                     .rows(&target_db, &table, op, images, safe, &at(end))
                     .await?;
@@ -480,7 +593,7 @@ pub async fn run(
             _ => {}
         }
         if stats.due() {
-            stats.sample(store, job, &cp, source).await;
+            stats.sample(store, job, &cp, source, live.source).await;
         }
     }
 }
@@ -533,7 +646,14 @@ impl Stats {
     }
 
     /// Records a sample; a failure here is logged, never fatal.
-    async fn sample(&mut self, store: &Store, job: &JobSpec, cp: &Checkpoint, source: &Connector) {
+    async fn sample(
+        &mut self,
+        store: &Store,
+        job: &JobSpec,
+        cp: &Checkpoint,
+        source: &Connector,
+        info: &Mutex<SourceInfo>,
+    ) {
         let secs = self.since.elapsed().as_secs_f64().max(0.001);
         let lag_s = if self.idle || self.event_time == 0 {
             0
@@ -546,10 +666,20 @@ impl Stats {
         let mut lag_bytes = 0;
         if let Some(conn) = self.head.as_mut() {
             match position::head(conn, source).await {
-                Ok((head, _)) if head.file == cp.position.file => {
-                    lag_bytes = head.pos.saturating_sub(cp.position.pos)
+                Ok((head, _)) => {
+                    lag_bytes = if head.file == cp.position.file {
+                        head.pos.saturating_sub(cp.position.pos)
+                    } else {
+                        head.pos
+                    };
+                    info.lock().unwrap_or_else(|p| p.into_inner()).head = Some(head.to_string());
+                    if check_retention(conn, source, cp, info, false)
+                        .await
+                        .is_err()
+                    {
+                        self.head = None;
+                    }
                 }
-                Ok((head, _)) => lag_bytes = head.pos,
                 Err(_) => self.head = None,
             }
         }
@@ -678,6 +808,7 @@ fn selected(job: &JobSpec, db: &str, table: &str) -> Option<String> {
 /// when it ran in a selected database or names one, per `[cdc] ddl`.
 async fn ddl(
     job: &JobSpec,
+    store: &Store,
     applier: &mut Applier,
     schema: &str,
     statement: &str,
@@ -694,6 +825,7 @@ async fn ddl(
     match job.cdc.ddl {
         DdlPolicy::Skip => {
             warn!(at = %at, statement, "DDL skipped ([cdc] ddl = \"skip\")");
+            let _ = store.add_event(&job.name, "ddl", &format!("skipped at {at}: {statement}"));
             Ok(())
         }
         DdlPolicy::Stop => Err(CdcError::DdlStop {
@@ -712,6 +844,7 @@ async fn ddl(
                     .unwrap_or_else(|| schema.to_string())
             };
             info!(at = %at, statement = %sql, "applying DDL");
+            let _ = store.add_event(&job.name, "ddl", &format!("applied at {at}: {sql}"));
             applier
                 .ddl(&use_db, &sql)
                 .await

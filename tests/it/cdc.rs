@@ -15,12 +15,17 @@ pub struct SyncRun {
 
 impl SyncRun {
     pub fn start(state: &Path, job: &Path) -> SyncRun {
+        Self::start_jobs(state, &[job])
+    }
+
+    /// One runner for several job files.
+    pub fn start_jobs(state: &Path, jobs: &[&Path]) -> SyncRun {
         let log = state.with_extension(format!("stderr.{}", Instant::now().elapsed().as_nanos()));
         let log = PathBuf::from(format!("{}-{}", log.display(), std::process::id()));
         let file = std::fs::File::create(&log).expect("stderr file");
         let child = ferry(state)
             .arg("run")
-            .arg(job)
+            .args(jobs)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -34,8 +39,13 @@ impl SyncRun {
 
     /// Waits until the full load is done and the binlog streams.
     pub fn wait_streaming(&mut self) {
+        self.wait_streaming_jobs(1)
+    }
+
+    /// Waits until `n` jobs stream.
+    pub fn wait_streaming_jobs(&mut self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !self.output().contains("streaming changes") {
+        while self.output().matches("streaming changes").count() < n {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!(
                     "ferry exited ({status}) before streaming:\n{}",
@@ -68,6 +78,22 @@ impl SyncRun {
         let out = self.output();
         assert_eq!(status.code(), Some(0), "{out}");
         out
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(&self.child, sig);
+    }
+
+    /// Waits for the exit (after a cutover or `ferry stop`); its code.
+    pub fn wait_exit(mut self, within: Duration) -> (Option<i32>, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return (s.code(), self.output());
+            }
+            assert!(start.elapsed() < within, "no exit:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn kill(mut self) {

@@ -6,6 +6,7 @@ mod cases;
 mod cdc;
 mod resume;
 pub mod server;
+mod service;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
