@@ -278,6 +278,15 @@ bench_cdc() {
   ROWS_CHANGED=$((TXNS * 4)) # oltp_write_only: 2 updates, 1 delete, 1 insert
   echo "   $TXNS transactions, $ROWS_CHANGED row changes, up to $E_FILE:$E_POS"
 
+  # Decode rate: ferry's stream and decoder with a null sink, against
+  # mariadb-binlog decoding the same range to /dev/null.
+  ferry_job bench-decode sync "$TARGET_PORT" sbcdc_ferry >"$WORK/decode.toml"
+  read -r _ _ decode_s < <("$FERRY" decode-bench "$WORK/decode.toml" "$P_FILE:$P_POS" "$E_FILE:$E_POS")
+  local t0; t0=$(now)
+  mariadb-binlog --no-defaults --read-from-remote-server -h 127.0.0.1 -P "$SOURCE_PORT" -u ferry -p"$PW" \
+    --start-position="$P_POS" --stop-position="$E_POS" -v "$P_FILE" >/dev/null
+  mysqlbinlog_s=$(echo "$(now) - $t0" | bc)
+
   ferry_s1=$(ferry_apply 1)
   ferry_s4=$(ferry_apply 4)
 
@@ -294,6 +303,11 @@ bench_cdc() {
   printf '%-44s %8.2f %10d %12s\n' "MariaDB replica, 4 threads optimistic" "$native4" "$(crate "$native4")" ""
   printf '%-44s %8.2f %10d %11sx\n' "ferry, parallel apply ([cdc] threads = 4)" "$ferry_s4" "$(crate "$ferry_s4")" "$(echo "scale=2; $native4 / $ferry_s4" | bc)"
   echo "ferry peak RSS while applying: $(($(cat "$WORK/peak") / 1024)) MiB (its time includes start-up and precheck)"
+  echo
+  echo "Binlog decode rate over the same range (no apply)"
+  printf '%-44s %8s %10s %12s\n' "" seconds rows/s "ferry faster"
+  printf '%-44s %8.2f %10d %12s\n' "mariadb-binlog --read-from-remote-server -v" "$mysqlbinlog_s" "$(crate "$mysqlbinlog_s")" ""
+  printf '%-44s %8.2f %10d %11sx\n' "ferry stream + decode, null sink" "$decode_s" "$(crate "$decode_s")" "$(echo "scale=2; $mysqlbinlog_s / $decode_s" | bc)"
 }
 
 case $WHAT in

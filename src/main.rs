@@ -78,6 +78,17 @@ enum Command {
     },
     /// Stop the runner gracefully.
     Stop,
+    /// Benchmark aid: read and decode the source's binlog between two
+    /// positions without applying it (a null sink); prints rows, events,
+    /// seconds.
+    #[command(hide = true)]
+    DecodeBench {
+        job: PathBuf,
+        /// FILE:POS
+        from: String,
+        /// FILE:POS
+        to: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -156,6 +167,23 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             },
         )),
         Command::Stop => rt.block_on(call(&cli.state, ferry_proto::Command::Stop)),
+        Command::DecodeBench { job, from, to } => {
+            let spec = job::load_job(&job)?;
+            let pos = |s: &str| -> Result<ferry::cdc::BinlogPos> {
+                let (file, pos) = s.rsplit_once(':').context("expected FILE:POS")?;
+                Ok(ferry::cdc::BinlogPos {
+                    file: file.to_string(),
+                    pos: pos.parse().context("expected FILE:POS")?,
+                })
+            };
+            let (from, to) = (pos(&from)?, pos(&to)?);
+            let source = ferry::db::Connector::new(&spec.source, ferry::db::Role::Source);
+            let started = std::time::Instant::now();
+            let (rows, events) =
+                rt.block_on(ferry::cdc::decode_only(&spec, &source, &from, &to))?;
+            println!("{rows} {events} {:.3}", started.elapsed().as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

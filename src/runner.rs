@@ -511,8 +511,11 @@ async fn attempt(
 
     if cdc_mode {
         // Triggers stay off the target while it replicates: the binlog
-        // already holds the rows they wrote on the source.
-        cdc::record_handover_end(job, &source, store).await?;
+        // already holds the rows they wrote on the source. Safe mode covers
+        // the hand-over window of a full load (an explicit start has none).
+        if full_load {
+            cdc::record_handover_end(job, &source, store).await?;
+        }
         control.set_state(JobState::Syncing, None)?;
         eprintln!("{}: streaming changes (SIGINT/SIGTERM stops)", job.name);
         let live = cdc::Live {

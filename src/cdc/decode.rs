@@ -57,10 +57,22 @@ pub struct DecodeError {
 pub fn value(col: &ColumnInfo, v: BinlogValue<'_>) -> Result<Value, DecodeError> {
     let v = match v {
         BinlogValue::Value(v) => v,
-        BinlogValue::Jsonb(_) | BinlogValue::JsonDiff(_) => {
+        // MySQL's binary JSON, as JSON text (the target parses it again).
+        BinlogValue::Jsonb(j) => {
+            let dom = j.parse().map_err(|e| DecodeError {
+                column: col.name.clone(),
+                message: format!("undecodable binary JSON: {e}"),
+            })?;
+            let text = serde_json::Value::from(dom).to_string();
+            return Ok(Value::Bytes(text.into_bytes()));
+        }
+        BinlogValue::JsonDiff(_) => {
             return Err(DecodeError {
                 column: col.name.clone(),
-                message: "MySQL binary JSON is not decoded by this build yet".into(),
+                message: "a partial JSON update (MySQL binlog_row_value_options = PARTIAL_JSON) \
+                          cannot be applied from the binlog; set binlog_row_value_options = '' \
+                          on the source"
+                    .into(),
             })
         }
     };
@@ -134,6 +146,32 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mysql_async::binlog::jsonb;
+
+    #[test]
+    fn mysql_binary_json_becomes_json_text() {
+        let col = ColumnInfo {
+            name: "doc".into(),
+            ty: ColumnType::MYSQL_TYPE_JSON,
+            unsigned: false,
+            primary: false,
+            collation: 63,
+        };
+        let text = |v: jsonb::Value<'static>| match value(&col, BinlogValue::Jsonb(v)) {
+            Ok(Value::Bytes(b)) => String::from_utf8(b).expect("utf8"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(jsonb::Value::Bool(true)), "true");
+        assert_eq!(text(jsonb::Value::I64(-42)), "-42");
+        assert_eq!(text(jsonb::Value::Null), "null");
+        assert_eq!(
+            text(jsonb::Value::String(jsonb::JsonbString::new(
+                "a \"q\" é".as_bytes().to_vec()
+            ))),
+            r#""a \"q\" é""#
+        );
+        assert!(value(&col, BinlogValue::JsonDiff(Vec::new())).is_err());
+    }
 
     #[test]
     fn epochs() {

@@ -310,43 +310,8 @@ pub async fn run(
         checkpoint(store, job, &mut cp, start)?;
     }
 
-    let mut conn = source.connect().await?;
-    let checksum: Option<String> = conn
-        .query_first("SELECT @@GLOBAL.binlog_checksum")
-        .await
-        .map_err(source.query_err("reading binlog_checksum"))?;
-    let checksum = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
-    conn.query_drop("SET @mariadb_slave_capability = 4")
-        .await
-        .map_err(source.query_err("announcing binlog capabilities"))?;
-    conn.query_drop("SET @master_heartbeat_period = 1000000000")
-        .await
-        .map_err(source.query_err("asking for heartbeats"))?;
-    let sid = server_id(job);
     let start = cp.position.clone();
-    if start.file.is_empty() {
-        // MariaDB starts a stream at a GTID through these variables.
-        let set = cp.gtid.clone().unwrap_or_default();
-        for sql in [
-            "SET @slave_gtid_strict_mode = 0",
-            "SET @slave_gtid_ignore_duplicates = 0",
-        ] {
-            conn.query_drop(sql)
-                .await
-                .map_err(source.query_err("preparing a GTID start"))?;
-        }
-        conn.exec_drop("SET @slave_connect_state = ?", (&set,))
-            .await
-            .map_err(source.query_err(format!("starting at GTID {set}")))?;
-    }
-    info!(at = %start, gtid = ?cp.gtid, server_id = sid, "streaming the binlog");
-    let request = BinlogStreamRequest::new(sid)
-        .with_filename(start.file.as_bytes())
-        .with_pos(start.pos);
-    let mut stream = conn
-        .get_binlog_stream(request)
-        .await
-        .map_err(|e| stream_error(&start, sid, e))?;
+    let (mut stream, checksum) = open_stream(job, source, &start, cp.gtid.as_deref()).await?;
 
     // Keyless tables copied in a snapshot: their changes up to it are in
     // the copy already.
@@ -429,7 +394,7 @@ pub async fn run(
                             oldest,
                         }
                     }
-                    other => stream_error(&here, sid, other),
+                    other => stream_error(&here, server_id(job), other),
                 });
             }
         };
@@ -554,29 +519,7 @@ pub async fn run(
                         apply::Op::Delete
                     }
                 };
-                // Every before image of an event has the same columns, and
-                // every after image.
-                let mut columns: [Option<Arc<[decode::ColumnInfo]>>; 2] = [None, None];
-                let mut image = |side: usize, row: BinlogRow| {
-                    let cols = columns[side].get_or_insert_with(|| {
-                        row.columns_ref()
-                            .iter()
-                            .map(decode::ColumnInfo::from_column)
-                            .collect()
-                    });
-                    apply::Image::from_row(cols, row)
-                };
-                let mut images = Vec::new();
-                for row in rows.rows(tme) {
-                    let (before, after) = row.map_err(|e| CdcError::Stream {
-                        at: at(end).to_string(),
-                        source: mysql_async::Error::Other(format!("undecodable row: {e}").into()),
-                    })?;
-                    images.push((
-                        before.map(|r| image(0, r)).transpose()?,
-                        after.map(|r| image(1, r)).transpose()?,
-                    ));
-                }
+                let images = decode_rows(&rows, tme, &at(end))?;
                 stats.rows += images.len() as u64;
                 live.limit.acquire(images.len() as u64).await;
                 applier
@@ -596,6 +539,132 @@ pub async fn run(
             stats.sample(store, job, &cp, source, live.source).await;
         }
     }
+}
+
+/// Connects to the source and asks for its binlog from `start` (or, when
+/// `start` has no file, from the GTID set `gtid`). Also says whether events
+/// carry checksums.
+async fn open_stream(
+    job: &JobSpec,
+    source: &Connector,
+    start: &BinlogPos,
+    gtid: Option<&str>,
+) -> Result<(mysql_async::BinlogStream, bool), CdcError> {
+    let mut conn = source.connect().await?;
+    let checksum: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.binlog_checksum")
+        .await
+        .map_err(source.query_err("reading binlog_checksum"))?;
+    let checksum = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
+    conn.query_drop("SET @mariadb_slave_capability = 4")
+        .await
+        .map_err(source.query_err("announcing binlog capabilities"))?;
+    conn.query_drop("SET @master_heartbeat_period = 1000000000")
+        .await
+        .map_err(source.query_err("asking for heartbeats"))?;
+    let sid = server_id(job);
+    if start.file.is_empty() {
+        // MariaDB starts a stream at a GTID through these variables.
+        let set = gtid.unwrap_or_default();
+        for sql in [
+            "SET @slave_gtid_strict_mode = 0",
+            "SET @slave_gtid_ignore_duplicates = 0",
+        ] {
+            conn.query_drop(sql)
+                .await
+                .map_err(source.query_err("preparing a GTID start"))?;
+        }
+        conn.exec_drop("SET @slave_connect_state = ?", (set,))
+            .await
+            .map_err(source.query_err(format!("starting at GTID {set}")))?;
+    }
+    info!(at = %start, gtid = ?gtid, server_id = sid, "streaming the binlog");
+    let request = BinlogStreamRequest::new(sid)
+        .with_filename(start.file.as_bytes())
+        .with_pos(start.pos);
+    let stream = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| stream_error(start, sid, e))?;
+    Ok((stream, checksum))
+}
+
+/// The row images of a rows event, decoded.
+type Images = Vec<(Option<apply::Image>, Option<apply::Image>)>;
+
+fn decode_rows(
+    rows: &RowsEventData<'_>,
+    tme: &mysql_async::binlog::events::TableMapEvent<'_>,
+    at: &BinlogPos,
+) -> Result<Images, CdcError> {
+    // Every before image of an event has the same columns, and every after
+    // image.
+    let mut columns: [Option<Arc<[decode::ColumnInfo]>>; 2] = [None, None];
+    let mut image = |side: usize, row: BinlogRow| {
+        let cols = columns[side].get_or_insert_with(|| {
+            row.columns_ref()
+                .iter()
+                .map(decode::ColumnInfo::from_column)
+                .collect()
+        });
+        apply::Image::from_row(cols, row)
+    };
+    let mut images = Vec::new();
+    for row in rows.rows(tme) {
+        let (before, after) = row.map_err(|e| CdcError::Stream {
+            at: at.to_string(),
+            source: mysql_async::Error::Other(format!("undecodable row: {e}").into()),
+        })?;
+        images.push((
+            before.map(|r| image(0, r)).transpose()?,
+            after.map(|r| image(1, r)).transpose()?,
+        ));
+    }
+    Ok(images)
+}
+
+/// Reads and decodes the binlog from `from` to `to` without applying it
+/// (a null sink): (rows, events). For measuring the decode rate.
+pub async fn decode_only(
+    job: &JobSpec,
+    source: &Connector,
+    from: &BinlogPos,
+    to: &BinlogPos,
+) -> Result<(u64, u64), CdcError> {
+    let (mut stream, checksum) = open_stream(job, source, from, None).await?;
+    let (mut file, mut seen_fde) = (from.file.clone(), false);
+    let (mut rows, mut events) = (0u64, 0u64);
+    while let Some(ev) = stream.next().await {
+        let ev = ev.map_err(|e| stream_error(from, server_id(job), e))?;
+        let header = ev.header();
+        let at = BinlogPos {
+            file: file.clone(),
+            pos: u64::from(header.log_pos()),
+        };
+        if header.event_type_raw() != 27 {
+            events += 1;
+        }
+        match ev.read_data() {
+            Ok(Some(EventData::RotateEvent(r))) => {
+                let mut name = r.name_raw().to_vec();
+                if !seen_fde && checksum && header.log_pos() == 0 && name.len() > 4 {
+                    name.truncate(name.len() - 4);
+                }
+                file = String::from_utf8_lossy(&name).into_owned();
+            }
+            Ok(Some(EventData::FormatDescriptionEvent(_))) => seen_fde = true,
+            Ok(Some(EventData::RowsEvent(r))) => {
+                if let Some(tme) = stream.get_tme(r.table_id()) {
+                    rows += decode_rows(&r, tme, &at)?.len() as u64;
+                }
+            }
+            _ => {}
+        }
+        if at.pos > 0 && at >= *to {
+            break;
+        }
+    }
+    Ok((rows, events))
 }
 
 /// Lag and throughput, sampled into the state every few seconds (a bounded

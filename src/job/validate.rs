@@ -54,6 +54,7 @@ impl Validator<'_> {
     fn job(&self, raw: RawJob) -> Result<JobSpec, JobError> {
         let name = raw.name.get_ref();
         if name.is_empty()
+            || name.len() > 48
             || !name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -61,7 +62,7 @@ impl Validator<'_> {
             return Err(self.err(
                 raw.name.span(),
                 "name",
-                format!("{name:?} is not a valid job name: use [a-z0-9-]+"),
+                format!("{name:?} is not a valid job name: use [a-z0-9-]+, at most 48 characters"),
             ));
         }
         let mode = match raw.mode.get_ref().as_str() {

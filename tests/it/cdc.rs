@@ -518,6 +518,13 @@ fn explicit_start_positions_stream_from_there() {
         };
         wait_until(Duration::from_secs(30), "new rows", || rows() == want);
         run.stop();
+        // No full load, so no hand-over window to replay in safe mode.
+        let log = logs(&tmp.path().join("state"));
+        assert!(log.contains("streaming the binlog"), "{log}");
+        assert!(
+            !log.contains("safe mode over the hand-over window"),
+            "{log}"
+        );
     }
 }
 
