@@ -792,3 +792,77 @@ fn parallel_lanes_stopped_unevenly_apply_nothing_twice() {
     );
     run.stop();
 }
+
+/// kill -9 during the hand-over: once mid full load while a workload runs
+/// (the load resumes, CDC later replays from before it), once just after
+/// streaming starts (inside the safe-mode window); the target converges,
+/// the keyless table without duplicates.
+#[test]
+fn kill_9_during_the_hand_over() {
+    let (source, target) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS ho_src; CREATE DATABASE ho_src; USE ho_src; \
+         CREATE TABLE k (id INT PRIMARY KEY, n INT); \
+         CREATE TABLE heap (n INT, tag VARCHAR(10)); \
+         INSERT INTO k SELECT seq, 0 FROM seq_1_to_20000; \
+         INSERT INTO heap SELECT seq, 'old' FROM seq_1_to_2000;",
+    );
+    target.sql("DROP DATABASE IF EXISTS ho_dst");
+    let tmp = temp_dir("cdc-handover");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &sync_job(
+            "handover",
+            5130,
+            "ho_src",
+            "ho_dst",
+            "[full]\nthreads = 2\nchunk_rows = 1000\nrows_per_sec = 6000",
+            source,
+            target,
+        ),
+    );
+    let writer = std::thread::spawn(|| {
+        for i in 0..150 {
+            shared().0.sql(&format!(
+                "USE ho_src; START TRANSACTION; UPDATE k SET n = n + 1 WHERE id = {}; \
+                 INSERT INTO heap VALUES ({i}, 'new'); DELETE FROM heap WHERE n = {i} LIMIT 1; COMMIT;",
+                1 + (i * 131) % 20000
+            ));
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    });
+    let run = SyncRun::start(&state, &job);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.output().contains("done:") {
+        assert!(
+            Instant::now() < deadline,
+            "no table finished:\n{}",
+            run.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !run.output().contains("streaming changes"),
+        "the load ended too soon"
+    );
+    run.kill();
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    std::thread::sleep(Duration::from_millis(150));
+    run.kill();
+    writer.join().expect("writer");
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    let converged = std::panic::catch_unwind(|| {
+        wait_same(source, "ho_src", target, "ho_dst", Duration::from_secs(90))
+    });
+    if let Err(e) = converged {
+        panic!(
+            "{e:?}\nferry:\n{}\nlog tail:\n{}",
+            run.output(),
+            log_tail(&state)
+        );
+    }
+    run.stop();
+}
