@@ -8,6 +8,7 @@ pub mod control;
 pub mod db;
 pub mod full;
 pub mod job;
+pub mod metrics;
 pub mod progress;
 pub mod runner;
 pub mod schema;

@@ -41,6 +41,9 @@ enum Command {
         /// Job files or directories of them.
         #[arg(required = true)]
         jobs: Vec<PathBuf>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9184).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Every job's state, progress, lag and last events.
     Status {
@@ -122,7 +125,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             };
             rt.block_on(check_cmd(&spec))
         }
-        Command::Run { jobs } => {
+        Command::Run { jobs, metrics } => {
             let specs = match load_jobs(&jobs) {
                 Ok(j) => j,
                 Err(code) => return Ok(code),
@@ -135,7 +138,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let _guard = init_logging(&cli.state);
-            rt.block_on(run_cmd(store, specs, jobs))
+            rt.block_on(run_cmd(store, specs, jobs, metrics))
         }
         Command::Status { job, json } => {
             let job = job.map(|j| job_name(&j)).transpose()?;
@@ -353,9 +356,16 @@ async fn run_cmd(
     store: Arc<Store>,
     specs: Vec<(PathBuf, JobSpec)>,
     paths: Vec<PathBuf>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     let runner = Runner::new(store, cancel.clone());
+    if let Some(addr) = metrics {
+        if let Err(e) = ferry::metrics::serve(runner.clone(), addr) {
+            eprintln!("ferry: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
     for (file, spec) in specs {
         runner.start(spec, Some(file));
     }

@@ -20,11 +20,17 @@ impl SyncRun {
 
     /// One runner for several job files.
     pub fn start_jobs(state: &Path, jobs: &[&Path]) -> SyncRun {
+        Self::start_with(state, jobs, &[])
+    }
+
+    /// With more arguments to `ferry run`.
+    pub fn start_with(state: &Path, jobs: &[&Path], extra: &[&str]) -> SyncRun {
         let log = state.with_extension(format!("stderr.{}", Instant::now().elapsed().as_nanos()));
         let log = PathBuf::from(format!("{}-{}", log.display(), std::process::id()));
         let file = std::fs::File::create(&log).expect("stderr file");
         let child = ferry(state)
             .arg("run")
+            .args(extra)
             .args(jobs)
             .stdout(Stdio::null())
             .stderr(file)

@@ -490,3 +490,62 @@ fn sighup_rescans_and_paused_jobs_show_binlog_risk() {
     assert!(text.contains("RISK:"), "{text}");
     run.stop();
 }
+
+/// `ferry run --metrics ADDR` serves the status as Prometheus text.
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    use std::io::Read;
+    let (source, target) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS met_src; CREATE DATABASE met_src; \
+         CREATE TABLE met_src.t (id INT PRIMARY KEY); INSERT INTO met_src.t VALUES (1), (2);",
+    );
+    target.sql("DROP DATABASE IF EXISTS met_dst");
+    let tmp = temp_dir("svc-metrics");
+    let state = tmp.path().join("state");
+    let job = job_file(
+        tmp.path(),
+        "job.toml",
+        &job_toml(
+            "met",
+            "sync",
+            Some(5207),
+            "met_src",
+            "met_dst",
+            "",
+            source,
+            target.port,
+        ),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut run = SyncRun::start_with(&state, &[&job], &["--metrics", &addr]);
+    run.wait_streaming();
+    let scrape = || -> String {
+        let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = scrape();
+        let has = |needle: &str| body.lines().any(|l| l.starts_with(needle));
+        if has("ferry_job_state{job=\"met\",state=\"syncing\"} 1")
+            && has("ferry_cdc_lag_seconds{job=\"met\"}")
+            && has("ferry_full_rows_copied{job=\"met\"} 2")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics missing:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run.stop();
+}
