@@ -327,6 +327,10 @@ pub async fn run(
     runner.wait().await
 }
 
+/// An attempt that lasted this long before failing is not part of the
+/// same outage as earlier failures.
+const HEALTHY_ATTEMPT: Duration = Duration::from_secs(120);
+
 async fn run_job(
     store: &Arc<Store>,
     job: JobSpec,
@@ -380,7 +384,15 @@ async fn run_job(
         if control.is_paused() {
             continue;
         }
+        let began = Instant::now();
         let result = attempt(store, &job, control, &attempt_cancel).await;
+        // An attempt that ran a while was healthy: a failure after it opens
+        // a new retry window (`[cdc] retry_for` counts from the first
+        // failure of an outage, not from the start of the job).
+        if began.elapsed() >= HEALTHY_ATTEMPT {
+            first_failure = None;
+            backoff = Duration::from_secs(1);
+        }
         match result {
             Ok(()) => {
                 let _ = control.set_state(JobState::Done, None);
