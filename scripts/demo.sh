@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The quick start: sandbox source and target servers with sample data, then a
-# real Ferry job (precheck, schema, parallel full load) and the result.
+# real Ferry job (precheck, schema, parallel full load) and the result; then
+# a live sync job under a workload, watched in the console (on a terminal;
+# without one, `ferry status` shows it).
 #
 # The servers keep running afterwards so you can look around:
 #   scripts/sandbox.sh sql source   /   scripts/sandbox.sh sql target
@@ -57,5 +59,42 @@ echo "views, routines, triggers on the target:"
 sql target -N -e "SELECT 'views', COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA='sakila'
   UNION ALL SELECT 'routines', COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA='sakila'
   UNION ALL SELECT 'triggers', COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA='sakila'"
+
 echo
-echo "Logs: $STATE/logs/.  Servers still run: scripts/sandbox.sh stop"
+echo "== live: jobs/demo-sync.toml (full load, then the binlog) under a workload"
+sql target -e "DROP DATABASE IF EXISTS shop_copy; DROP DATABASE IF EXISTS sakila;"
+SYNC_STATE=$PWD/.sandbox/state-sync
+rm -rf "$SYNC_STATE"
+workload() { # a few hundred row changes a second on the source
+  while :; do
+    local id=$((RANDOM * 7 % 249000 + 1))
+    sql source -e "UPDATE shop.orders SET total = total + 1 WHERE id BETWEEN $id AND $((id + 20));
+      UPDATE shop.customers SET email = CONCAT('u', $id, '@example.com') WHERE id = $((id % 50000 + 1));" || true
+    sleep 0.1
+  done
+}
+workload & WORKLOAD=$!
+trap 'kill $WORKLOAD 2>/dev/null || true' EXIT
+if [ -t 0 ] && [ -t 1 ] && [ -z "${CI:-}" ]; then
+  echo "   the console opens: Enter for a job's detail, p/r pause/resume, ? help;"
+  echo "   q, then y, stops the job (it resumes from its checkpoint next time)"
+  sleep 2
+  "$FERRY" --state "$SYNC_STATE" run --console jobs/demo-sync.toml
+else
+  "$FERRY" --state "$SYNC_STATE" run jobs/demo-sync.toml 2>"$SYNC_STATE.err" &
+  RUNNER=$!
+  deadline=$((SECONDS + 120))
+  until grep -q "streaming changes" "$SYNC_STATE.err" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { cat "$SYNC_STATE.err"; exit 1; }
+    kill -0 $RUNNER 2>/dev/null || { cat "$SYNC_STATE.err"; exit 1; }
+    sleep 0.2
+  done
+  sleep 6 # a few CDC samples
+  echo "(no terminal: ferry status instead of the console)"
+  "$FERRY" --state "$SYNC_STATE" status || true
+  "$FERRY" --state "$SYNC_STATE" stop
+  wait $RUNNER
+fi
+
+echo
+echo "Logs: $STATE/logs/ and $SYNC_STATE/logs/.  Servers still run: scripts/sandbox.sh stop"

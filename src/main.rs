@@ -44,7 +44,12 @@ enum Command {
         /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9184).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Attach the console in this process.
+        #[arg(long)]
+        console: bool,
     },
+    /// Attach the console to a running runner (`q` detaches; the jobs go on).
+    Console,
     /// Every job's state, progress, lag and last events.
     Status {
         /// One job (a name or its job file).
@@ -125,7 +130,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             };
             rt.block_on(check_cmd(&spec))
         }
-        Command::Run { jobs, metrics } => {
+        Command::Run {
+            jobs,
+            metrics,
+            console,
+        } => {
             let specs = match load_jobs(&jobs) {
                 Ok(j) => j,
                 Err(code) => return Ok(code),
@@ -138,7 +147,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let _guard = init_logging(&cli.state);
-            rt.block_on(run_cmd(store, specs, jobs, metrics))
+            rt.block_on(run_cmd(store, specs, jobs, metrics, console))
         }
         Command::Status { job, json } => {
             let job = job.map(|j| job_name(&j)).transpose()?;
@@ -170,6 +179,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             },
         )),
         Command::Stop => rt.block_on(call(&cli.state, ferry_proto::Command::Stop)),
+        Command::Console => {
+            rt.block_on(ferry_tui::console::run(
+                control::socket_path(&cli.state),
+                false,
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DecodeBench { job, from, to } => {
             let spec = job::load_job(&job)?;
             let pos = |s: &str| -> Result<ferry::cdc::BinlogPos> {
@@ -357,6 +373,7 @@ async fn run_cmd(
     specs: Vec<(PathBuf, JobSpec)>,
     paths: Vec<PathBuf>,
     metrics: Option<std::net::SocketAddr>,
+    console: bool,
 ) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     let runner = Runner::new(store, cancel.clone());
@@ -371,7 +388,32 @@ async fn run_cmd(
     }
     spawn_signal_handler(runner.clone(), paths)?;
     let server = tokio::spawn(control::serve(runner.clone()));
+    let mut console_task = None;
+    if console {
+        // The console owns the terminal: job lines go to the log only.
+        ferry::progress::set_quiet(true);
+        let socket = control::socket_path(runner.store.dir());
+        let runner = runner.clone();
+        console_task = Some(tokio::spawn(async move {
+            let exit = ferry_tui::console::run(socket, true).await;
+            ferry::progress::set_quiet(false);
+            match exit {
+                Ok(ferry_tui::console::Exit::StopRunner) => {
+                    eprintln!("ferry: stopping the jobs");
+                    runner.cancel.cancel();
+                }
+                Ok(ferry_tui::console::Exit::Detached) => {
+                    eprintln!("ferry: console detached; the jobs go on (SIGINT stops them)")
+                }
+                Err(e) => eprintln!("ferry: console: {e}; the jobs go on"),
+            }
+        }));
+    }
     let outcomes = runner.wait().await;
+    if let Some(task) = console_task.filter(|t| !t.is_finished()) {
+        // Every job has ended; the console shows how until the user leaves.
+        let _ = task.await;
+    }
     cancel.cancel();
     match server.await {
         Ok(Err(e)) => eprintln!("ferry: control socket: {e}"),

@@ -11,6 +11,24 @@ use tokio_util::sync::CancellationToken;
 use crate::full::TableProgress;
 use crate::state::now_ms;
 
+/// Set while the console owns the terminal: nothing may print over it.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// A line for the operator on stderr (unless the console owns the screen).
+pub fn say(line: impl std::fmt::Display) {
+    if !quiet() {
+        eprintln!("{line}");
+    }
+}
+
 /// Reports until `stop` fires; prints nothing for tables already done.
 pub async fn report(job: String, tables: Vec<Arc<TableProgress>>, stop: CancellationToken) {
     let tty = std::io::stderr().is_terminal();
@@ -25,6 +43,12 @@ pub async fn report(job: String, tables: Vec<Arc<TableProgress>>, stop: Cancella
             _ = tick.tick() => false,
             _ = stop.cancelled() => true,
         };
+        if quiet() {
+            if stopping {
+                return;
+            }
+            continue;
+        }
         let mut err = std::io::stderr().lock();
         if tty && drawn > 0 {
             let _ = write!(err, "\x1b[{drawn}A\x1b[J");

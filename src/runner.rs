@@ -369,14 +369,14 @@ async fn run_job(
     loop {
         if *paused.borrow_and_update() {
             let _ = control.set_state(JobState::Paused, None);
-            eprintln!("{}: paused", job.name);
+            progress::say(format!("{}: paused", job.name));
             let watch_retention = cdc::watch_retention(&job, store, &control.source_info);
             tokio::select! {
                 _ = paused.wait_for(|p| !*p) => {}
                 _ = watch_retention => {}
                 _ = cancel.cancelled() => return Outcome::Stopped,
             }
-            eprintln!("{}: resumed", job.name);
+            progress::say(format!("{}: resumed", job.name));
             continue;
         }
         let attempt_cancel = cancel.child_token();
@@ -413,11 +413,11 @@ async fn run_job(
                     && first_failure.get_or_insert_with(Instant::now).elapsed() < retry_for =>
             {
                 warn!(error = %e, "retrying in {backoff:?}");
-                eprintln!(
+                progress::say(format!(
                     "{}: {e}; retrying in {}",
                     job.name,
                     humantime::format_duration(backoff)
-                );
+                ));
                 control.retries.fetch_add(1, Ordering::Relaxed);
                 let _ = control.set_state(JobState::Retrying, Some(e.to_string()));
                 tokio::select! {
@@ -518,7 +518,7 @@ async fn attempt(
         result?;
         let summary = progress::summary(&job.name, &progress, started);
         info!("{summary}");
-        eprintln!("{summary}");
+        progress::say(&summary);
     }
 
     if cdc_mode {
@@ -529,7 +529,10 @@ async fn attempt(
             cdc::record_handover_end(job, &source, store).await?;
         }
         control.set_state(JobState::Syncing, None)?;
-        eprintln!("{}: streaming changes (SIGINT/SIGTERM stops)", job.name);
+        progress::say(format!(
+            "{}: streaming changes (SIGINT/SIGTERM stops)",
+            job.name
+        ));
         let live = cdc::Live {
             limit: &control.limit,
             stop_at: control.cutover_at.subscribe(),

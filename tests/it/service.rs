@@ -549,3 +549,103 @@ fn metrics_endpoint_serves_prometheus_text() {
     }
     run.stop();
 }
+
+/// The console end to end: `ferry console` in tmux against a real runner;
+/// `p` pauses the selected job (the runner sees it), `r` resumes it, `q`
+/// detaches and the job goes on.
+#[test]
+fn console_in_tmux_pauses_and_resumes() {
+    let (source, target) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS con_src; CREATE DATABASE con_src; \
+         CREATE TABLE con_src.t (id INT PRIMARY KEY); INSERT INTO con_src.t VALUES (1);",
+    );
+    target.sql("DROP DATABASE IF EXISTS con_dst");
+    let tmp = temp_dir("svc-console");
+    let state = tmp.path().join("state");
+    let job = job_file(
+        tmp.path(),
+        "job.toml",
+        &job_toml(
+            "con",
+            "sync",
+            Some(5208),
+            "con_src",
+            "con_dst",
+            "",
+            source,
+            target.port,
+        ),
+    );
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    let sock = format!("ferry-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("tmux (scripts/test.sh installs it)")
+    };
+    let cmd = format!(
+        "{} --state {} console",
+        env!("CARGO_BIN_EXE_ferry"),
+        state.display()
+    );
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "con",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let screen =
+        || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "con"]).stdout).into_owned();
+    let wait_screen = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = screen();
+            if s.contains(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{want:?} not on the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_screen("syncing");
+    tmux(&["send-keys", "-t", "con", "p"]);
+    wait_state(&state, "con", "paused");
+    wait_screen("paused");
+    tmux(&["send-keys", "-t", "con", "r"]);
+    wait_state(&state, "con", "syncing");
+    tmux(&["send-keys", "-t", "con", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux(&["has-session", "-t", "con"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the console did not quit:\n{}",
+            screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = tmux(&["kill-server"]);
+    // Detached: the job goes on.
+    source.sql("INSERT INTO con_src.t VALUES (2)");
+    wait_same(
+        source,
+        "con_src",
+        target,
+        "con_dst",
+        Duration::from_secs(30),
+    );
+    run.stop();
+}
