@@ -456,8 +456,10 @@ mod tests {
     }
 
     fn app_with(jobs: Vec<Job>) -> App {
-        let mut app = App::default();
-        app.color = false;
+        let mut app = App {
+            color: false,
+            ..App::default()
+        };
         app.update(Action::Status(Box::new(status(jobs))));
         app
     }
