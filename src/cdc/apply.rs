@@ -149,6 +149,24 @@ fn lock_name(job: &str, i: usize) -> String {
         .collect()
 }
 
+/// Takes lane `i`'s named lock on `conn`, waiting up to `secs`.
+async fn take_lock(
+    conn: &mut Conn,
+    target: &Connector,
+    job: &str,
+    i: usize,
+    secs: u32,
+) -> Result<(), CdcError> {
+    let got: Option<i64> = conn
+        .exec_first("SELECT GET_LOCK(?, ?)", (lock_name(job, i), secs))
+        .await
+        .map_err(target.query_err("taking the job's apply lock"))?;
+    if got != Some(1) {
+        return Err(CdcError::TargetBusy(job.to_string()));
+    }
+    Ok(())
+}
+
 impl Applier {
     /// Connects the lanes. `start` is the redb checkpoint; it moves forward
     /// when the target's markers show that every lane is past it.
@@ -169,13 +187,7 @@ impl Applier {
         // twice. Each lane's session holds a named lock, released when it
         // ends: wait for all of them.
         for i in 0..MAX_LANES {
-            let got: Option<i64> = meta
-                .exec_first("SELECT GET_LOCK(?, 120)", (lock_name(&job.name, i),))
-                .await
-                .map_err(target.query_err("waiting for the job's apply locks"))?;
-            if got != Some(1) {
-                return Err(CdcError::TargetBusy(job.name.clone()));
-            }
+            take_lock(&mut meta, target, &job.name, i, 120).await?;
         }
         meta.query_drop("DO RELEASE_ALL_LOCKS()")
             .await
@@ -242,13 +254,7 @@ impl Applier {
                     .await
                     .map_err(target.query_err("preparing an apply session"))?;
             }
-            let got: Option<i64> = conn
-                .exec_first("SELECT GET_LOCK(?, 10)", (lock_name(&job.name, i),))
-                .await
-                .map_err(target.query_err("taking the job's apply lock"))?;
-            if got != Some(1) {
-                return Err(CdcError::TargetBusy(job.name.clone()));
-            }
+            take_lock(&mut conn, target, &job.name, i, 10).await?;
             out.push(Lane {
                 key: lane_key(&job.name, i),
                 conn: Some(conn),
@@ -577,7 +583,7 @@ impl Applier {
             }
         }
         if !inserts.is_empty() {
-            let sql = self.insert(t, generated, &inserts, safe);
+            let sql = insert_sql(&self.charsets, t, generated, &inserts, safe);
             statements.extend(sql.into_iter().map(Stmt::Plain));
         }
         let lane = &mut self.lanes[i];
@@ -647,16 +653,6 @@ impl Applier {
             .map(|(c, v)| format!("{} {op} {}", quote_ident(&c.name), self.literal(c, v)))
             .collect();
         (conds.join(" AND "), if keyed { "" } else { " LIMIT 1" })
-    }
-
-    fn insert(
-        &self,
-        t: &str,
-        generated: &HashSet<String>,
-        rows: &[Image],
-        upsert: bool,
-    ) -> Vec<String> {
-        insert_sql(&self.charsets, t, generated, rows, upsert)
     }
 }
 

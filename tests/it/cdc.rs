@@ -213,13 +213,7 @@ fn kill_9_during_parallel_cdc_loses_and_duplicates_nothing() {
 fn kill_9_during_cdc(threads: usize, then: usize) {
     let (source, target) = shared();
     let (src, dst) = (format!("cdcx{threads}_src"), format!("cdcx{threads}_dst"));
-    source.sql(&format!(
-        "DROP DATABASE IF EXISTS {src}; CREATE DATABASE {src}; USE {src}; \
-         CREATE TABLE k (id INT PRIMARY KEY, n INT); \
-         CREATE TABLE heap (n INT, tag VARCHAR(10)); \
-         INSERT INTO k SELECT seq, 0 FROM seq_1_to_100;",
-    ));
-    target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
+    keyed_and_keyless(&src, &dst, 100, 0);
     let tmp = temp_dir("cdc-crash");
     let state = tmp.path().join("state");
     let name = format!("cdc-crash-{threads}");
@@ -285,6 +279,25 @@ fn kill_9_during_cdc(threads: usize, then: usize) {
         );
     }
     run.stop();
+}
+
+/// On the shared servers: `src` with a keyed table `k` (`k_rows` rows) and
+/// a keyless `heap` (`heap_rows` rows); `dst` dropped.
+fn keyed_and_keyless(src: &str, dst: &str, k_rows: u32, heap_rows: u32) {
+    let (source, target) = shared();
+    let mut sql = format!(
+        "DROP DATABASE IF EXISTS {src}; CREATE DATABASE {src}; USE {src}; \
+         CREATE TABLE k (id INT PRIMARY KEY, n INT); \
+         CREATE TABLE heap (n INT, tag VARCHAR(10)); \
+         INSERT INTO k SELECT seq, 0 FROM seq_1_to_{k_rows};"
+    );
+    if heap_rows > 0 {
+        sql.push_str(&format!(
+            " INSERT INTO heap SELECT seq, 'old' FROM seq_1_to_{heap_rows};"
+        ));
+    }
+    source.sql(&sql);
+    target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
 }
 
 fn sync_job(
@@ -707,13 +720,7 @@ fn parallel_lanes_stopped_unevenly_apply_nothing_twice() {
     use std::io::{BufRead, Write};
     let (source, target) = shared();
     let (src, dst, name) = ("lanes_src", "lanes_dst", "lanes");
-    source.sql(&format!(
-        "DROP DATABASE IF EXISTS {src}; CREATE DATABASE {src}; USE {src}; \
-         CREATE TABLE k (id INT PRIMARY KEY, n INT); \
-         CREATE TABLE heap (n INT, tag VARCHAR(10)); \
-         INSERT INTO k SELECT seq, 0 FROM seq_1_to_100;",
-    ));
-    target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
+    keyed_and_keyless(src, dst, 100, 0);
     let tmp = temp_dir("cdc-lanes");
     let state = tmp.path().join("state");
     let job = |threads: usize| {
@@ -806,14 +813,7 @@ fn parallel_lanes_stopped_unevenly_apply_nothing_twice() {
 #[test]
 fn kill_9_during_the_hand_over() {
     let (source, target) = shared();
-    source.sql(
-        "DROP DATABASE IF EXISTS ho_src; CREATE DATABASE ho_src; USE ho_src; \
-         CREATE TABLE k (id INT PRIMARY KEY, n INT); \
-         CREATE TABLE heap (n INT, tag VARCHAR(10)); \
-         INSERT INTO k SELECT seq, 0 FROM seq_1_to_20000; \
-         INSERT INTO heap SELECT seq, 'old' FROM seq_1_to_2000;",
-    );
-    target.sql("DROP DATABASE IF EXISTS ho_dst");
+    keyed_and_keyless("ho_src", "ho_dst", 20000, 2000);
     let tmp = temp_dir("cdc-handover");
     let state = tmp.path().join("state");
     let job = write_job(

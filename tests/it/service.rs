@@ -53,6 +53,30 @@ fn job_file(dir: &Path, file: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Databases `{name}_src` (a table `t` holding `values`) and, emptied,
+/// `{name}_dst` on the shared servers, and a sync job `name` between them.
+fn one_table_sync(name: &str, server_id: u32, values: &str) -> (tempfile::TempDir, PathBuf) {
+    let (source, target) = shared();
+    source.sql(&format!(
+        "DROP DATABASE IF EXISTS {name}_src; CREATE DATABASE {name}_src; \
+         CREATE TABLE {name}_src.t (id INT PRIMARY KEY); INSERT INTO {name}_src.t VALUES {values};"
+    ));
+    target.sql(&format!("DROP DATABASE IF EXISTS {name}_dst"));
+    let tmp = temp_dir(&format!("svc-{name}"));
+    let text = job_toml(
+        name,
+        "sync",
+        Some(server_id),
+        &format!("{name}_src"),
+        &format!("{name}_dst"),
+        "",
+        source,
+        target.port,
+    );
+    let job = job_file(tmp.path(), "job.toml", &text);
+    (tmp, job)
+}
+
 fn count(s: &Server, table: &str) -> u64 {
     s.sql(&format!("SELECT COUNT(*) FROM {table}"))
         .parse()
@@ -213,27 +237,8 @@ fn two_jobs_pause_and_resume_independently() {
 #[test]
 fn control_socket_protocol() {
     let (source, target) = shared();
-    source.sql(
-        "DROP DATABASE IF EXISTS sock_src; CREATE DATABASE sock_src; \
-         CREATE TABLE sock_src.t (id INT PRIMARY KEY); INSERT INTO sock_src.t VALUES (1);",
-    );
-    target.sql("DROP DATABASE IF EXISTS sock_dst");
-    let tmp = temp_dir("svc-sock");
+    let (tmp, job) = one_table_sync("sock", 5203, "(1)");
     let state = tmp.path().join("state");
-    let job = job_file(
-        tmp.path(),
-        "job.toml",
-        &job_toml(
-            "sock",
-            "sync",
-            Some(5203),
-            "sock_src",
-            "sock_dst",
-            "",
-            source,
-            target.port,
-        ),
-    );
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
     let sock = state.join("ferry.sock");
@@ -495,28 +500,9 @@ fn sighup_rescans_and_paused_jobs_show_binlog_risk() {
 #[test]
 fn metrics_endpoint_serves_prometheus_text() {
     use std::io::Read;
-    let (source, target) = shared();
-    source.sql(
-        "DROP DATABASE IF EXISTS met_src; CREATE DATABASE met_src; \
-         CREATE TABLE met_src.t (id INT PRIMARY KEY); INSERT INTO met_src.t VALUES (1), (2);",
-    );
-    target.sql("DROP DATABASE IF EXISTS met_dst");
-    let tmp = temp_dir("svc-metrics");
+
+    let (tmp, job) = one_table_sync("met", 5207, "(1), (2)");
     let state = tmp.path().join("state");
-    let job = job_file(
-        tmp.path(),
-        "job.toml",
-        &job_toml(
-            "met",
-            "sync",
-            Some(5207),
-            "met_src",
-            "met_dst",
-            "",
-            source,
-            target.port,
-        ),
-    );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -556,27 +542,8 @@ fn metrics_endpoint_serves_prometheus_text() {
 #[test]
 fn console_in_tmux_pauses_and_resumes() {
     let (source, target) = shared();
-    source.sql(
-        "DROP DATABASE IF EXISTS con_src; CREATE DATABASE con_src; \
-         CREATE TABLE con_src.t (id INT PRIMARY KEY); INSERT INTO con_src.t VALUES (1);",
-    );
-    target.sql("DROP DATABASE IF EXISTS con_dst");
-    let tmp = temp_dir("svc-console");
+    let (tmp, job) = one_table_sync("con", 5208, "(1)");
     let state = tmp.path().join("state");
-    let job = job_file(
-        tmp.path(),
-        "job.toml",
-        &job_toml(
-            "con",
-            "sync",
-            Some(5208),
-            "con_src",
-            "con_dst",
-            "",
-            source,
-            target.port,
-        ),
-    );
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
     let sock = format!("ferry-test-{}", std::process::id());
