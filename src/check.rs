@@ -48,6 +48,9 @@ impl fmt::Display for Item {
 pub struct Report {
     pub items: Vec<Item>,
     pub catalog: Option<Catalog>,
+    /// A server could not be reached for a reason that may pass (refused,
+    /// reset, restarting), as opposed to bad credentials or settings.
+    pub unreachable: bool,
 }
 
 impl Report {
@@ -82,6 +85,7 @@ pub async fn precheck(job: &JobSpec, resuming: bool) -> Report {
     let mut r = Report {
         items: Vec::new(),
         catalog: None,
+        unreachable: false,
     };
     let source = Connector::new(&job.source, db::Role::Source);
     let Some(mut src) = connect(&mut r, &source).await else {
@@ -126,6 +130,7 @@ async fn connect(r: &mut Report, c: &Connector) -> Option<Conn> {
             Some(conn)
         }
         Err(e) => {
+            r.unreachable |= e.is_retryable();
             let fix = connect_fix(&e, c);
             r.push(Status::Fail, &what, e.to_string(), Some(fix));
             None

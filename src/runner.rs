@@ -28,6 +28,8 @@ use crate::state::{now_ms, JobRecord, JobState, StateError, Store};
 pub enum JobError {
     #[error("precheck failed:\n{0}")]
     Precheck(String),
+    #[error("a server cannot be reached:\n{0}")]
+    Unreachable(String),
     #[error("mode {0:?} is not supported by this build yet; modes full, sync and migrate run")]
     Unsupported(&'static str),
     #[error("cutover: {0}")]
@@ -55,6 +57,7 @@ impl JobError {
             JobError::Schema(e) => e.is_retryable(),
             JobError::Full(e) => e.is_retryable(),
             JobError::Cdc(e) => e.is_retryable(),
+            JobError::Unreachable(_) => true,
             _ => false,
         }
     }
@@ -466,6 +469,11 @@ async fn attempt(
             .filter(|i| i.status == Status::Fail)
             .map(|i| i.to_string())
             .collect();
+        // A job that has run before waits out a server restart instead of
+        // failing on it; a first start fails fast.
+        if resuming && report.unreachable {
+            return Err(JobError::Unreachable(text.join("\n")));
+        }
         return Err(JobError::Precheck(text.join("\n")));
     }
     let catalog: Catalog = report.catalog.unwrap_or_default();
