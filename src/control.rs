@@ -15,9 +15,10 @@ use tracing::{info, warn};
 
 use crate::cdc::position;
 use crate::db::{Connector, Role};
-use crate::job::Mode;
-use crate::runner::Runner;
+use crate::job::{Mode, VerifyLevel};
+use crate::runner::{self, Runner};
 use crate::status;
+use crate::verify;
 
 /// The longest request line accepted.
 const MAX_LINE: usize = 64 << 10;
@@ -165,6 +166,85 @@ async fn handle(runner: &Runner, cmd: Command) -> Reply {
             job,
             read_only_source,
         } => cutover(runner, &job, read_only_source).await,
+        Command::Verify {
+            job,
+            count,
+            tables,
+            repair,
+            apply,
+            wait,
+        } => {
+            let opts = verify::Options {
+                level: if count {
+                    VerifyLevel::Count
+                } else {
+                    VerifyLevel::Checksum
+                },
+                tables,
+                trigger: "command".into(),
+            };
+            verify(
+                runner,
+                &job,
+                opts,
+                repair.map(|f| (PathBuf::from(f), apply)),
+                wait,
+            )
+            .await
+        }
+    }
+}
+
+/// Starts a verification in the runner: online when the job syncs here.
+/// With `wait`, replies with its result; else at once.
+async fn verify(
+    runner: &Runner,
+    name: &str,
+    opts: verify::Options,
+    repair: Option<(PathBuf, bool)>,
+    wait: bool,
+) -> Reply {
+    let spec = match runner.spec(name) {
+        Some(s) => s,
+        None => match runner.store.job(name) {
+            Ok(Some(rec)) => rec.spec,
+            _ => return Reply::error(format!("no job {name:?}")),
+        },
+    };
+    if spec.target.is_none() {
+        return Reply::error(format!("{name} has no target; nothing to verify"));
+    }
+    if let Some((file, _)) = &repair {
+        if !file.is_absolute() {
+            return Reply::error("the repair file must be an absolute path");
+        }
+    }
+    let control = runner.control(name);
+    if control.as_ref().is_some_and(|c| {
+        c.verifying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }) {
+        return Reply::error(format!("a verification of {name} is already running"));
+    }
+    let store = runner.store.clone();
+    let cancel = runner.cancel.child_token();
+    let task = tokio::spawn(async move {
+        runner::verify_job(&store, &spec, control.as_ref(), &opts, repair, cancel).await
+    });
+    if !wait {
+        return Reply::ok(format!(
+            "verification of {name} started; `ferry status {name}` shows its result"
+        ));
+    }
+    match task.await {
+        Ok(Ok(run)) => Reply {
+            verification: Some(verify::to_proto(&run)),
+            ..Reply::ok(verify::summary(&run))
+        },
+        Ok(Err(e)) => Reply::error(format!("verify: {e}")),
+        Err(e) => Reply::error(format!("verify: the task ended abnormally: {e}")),
     }
 }
 

@@ -212,38 +212,17 @@ async fn split(load: &Load<'_>, t: &Table) -> Result<Vec<Chunk>> {
     };
     // Always split, even when the statistics say the table is small: they
     // can be far off, and one chunk is one target transaction.
-    let n = load.job.full.chunk_rows;
     let mut conn = load.source.connect().await?;
-    let cols: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
-    let base = format!(
-        "SELECT {} FROM {} FORCE INDEX ({})",
-        cols.join(", "),
-        qualified(&t.db, &t.name),
-        quote_ident(&key.index)
-    );
-    let order = format!("ORDER BY {} LIMIT 1 OFFSET {}", cols.join(", "), n - 1);
-    let mut bounds: Vec<Vec<KeyValue>> = Vec::new();
-    loop {
-        if load.cancel.is_cancelled() {
-            return Err(FullError::Cancelled);
-        }
-        let (cond, params) = match bounds.last() {
-            Some(last) => range_condition(&key.columns, Some(last), None),
-            None => ("1".to_string(), Vec::new()),
-        };
-        let q = format!("{base} WHERE {cond} {order}");
-        let row: Option<mysql_async::Row> = conn
-            .exec_first(q, Params::Positional(params))
-            .await
-            .map_err(
-                load.source
-                    .query_err(format!("splitting {} into chunks", t.id())),
-            )?;
-        match row {
-            Some(r) => bounds.push(r.unwrap().into_iter().map(KeyValue::from).collect()),
-            None => break,
-        }
-    }
+    let bounds = key_bounds(
+        &mut conn,
+        load.source,
+        t,
+        key,
+        load.job.full.chunk_rows,
+        &load.cancel,
+    )
+    .await?
+    .ok_or(FullError::Cancelled)?;
     let _ = conn.disconnect().await;
     let mut chunks = Vec::with_capacity(bounds.len() + 1);
     let mut lower = None;
@@ -265,9 +244,52 @@ async fn split(load: &Load<'_>, t: &Table) -> Result<Vec<Chunk>> {
     Ok(chunks)
 }
 
+/// Every `n`-th key of `t` along `key`, read from the source in key order:
+/// the upper bounds of chunks of `n` rows. `None` when `cancel` fired.
+pub(crate) async fn key_bounds(
+    conn: &mut Conn,
+    source: &Connector,
+    t: &Table,
+    key: &crate::catalog::ChunkKey,
+    n: u64,
+    cancel: &CancellationToken,
+) -> Result<Option<Vec<Vec<KeyValue>>>, crate::db::DbError> {
+    let cols: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
+    let base = format!(
+        "SELECT {} FROM {} FORCE INDEX ({})",
+        cols.join(", "),
+        qualified(&t.db, &t.name),
+        quote_ident(&key.index)
+    );
+    let order = format!(
+        "ORDER BY {} LIMIT 1 OFFSET {}",
+        cols.join(", "),
+        n.max(1) - 1
+    );
+    let mut bounds: Vec<Vec<KeyValue>> = Vec::new();
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
+        let (cond, params) = match bounds.last() {
+            Some(last) => range_condition(&key.columns, Some(last), None),
+            None => ("1".to_string(), Vec::new()),
+        };
+        let q = format!("{base} WHERE {cond} {order}");
+        let row: Option<mysql_async::Row> = conn
+            .exec_first(q, Params::Positional(params))
+            .await
+            .map_err(source.query_err(format!("splitting {} into chunks", t.id())))?;
+        match row {
+            Some(r) => bounds.push(r.unwrap().into_iter().map(KeyValue::from).collect()),
+            None => return Ok(Some(bounds)),
+        }
+    }
+}
+
 /// `key > lower AND key <= upper` for a composite key, expanded into
 /// ORs of ANDs (which the range optimizer handles), with its parameters.
-fn range_condition(
+pub(crate) fn range_condition(
     cols: &[String],
     lower: Option<&Vec<KeyValue>>,
     upper: Option<&Vec<KeyValue>>,

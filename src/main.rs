@@ -84,6 +84,35 @@ enum Command {
         #[arg(long)]
         read_only_source: bool,
     },
+    /// Compare a job's target with its source: counts, chunked checksums,
+    /// differing rows named. Online through the runner when it runs the
+    /// job, else directly against the servers. Exit 1 on a difference.
+    Verify {
+        /// The job (a name in the state, or its job file).
+        job: String,
+        /// Row counts only.
+        #[arg(long, conflicts_with = "checksum")]
+        count: bool,
+        /// Chunked checksums, narrowed to rows (the default).
+        #[arg(long)]
+        checksum: bool,
+        /// Only these tables (`db.table` or `table`, globs); repeatable.
+        #[arg(long = "table", value_name = "T")]
+        tables: Vec<String>,
+        /// Write the statements that make the target equal for the
+        /// differing rows (to --repair-file, default
+        /// ./ferry-repair-JOB-TIME.sql).
+        #[arg(long)]
+        repair: bool,
+        /// Run the repair statements on the target, then re-verify the rows.
+        #[arg(long, requires = "repair")]
+        apply: bool,
+        #[arg(long, value_name = "FILE", requires = "repair")]
+        repair_file: Option<PathBuf>,
+        /// The result as JSON (the status model's `verification`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop the runner gracefully.
     Stop,
     /// Benchmark aid: read and decode the source's binlog between two
@@ -179,6 +208,31 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             },
         )),
         Command::Stop => rt.block_on(call(&cli.state, ferry_proto::Command::Stop)),
+        Command::Verify {
+            job,
+            count,
+            checksum: _,
+            tables,
+            repair,
+            apply,
+            repair_file,
+            json,
+        } => {
+            let opts = ferry::verify::Options {
+                level: if count {
+                    job::VerifyLevel::Count
+                } else {
+                    job::VerifyLevel::Checksum
+                },
+                tables,
+                trigger: "command".into(),
+            };
+            let repair = match repair {
+                false => None,
+                true => Some((repair_path(&job, repair_file)?, apply)),
+            };
+            rt.block_on(verify_cmd(&cli.state, &job, opts, repair, json))
+        }
         Command::Console => {
             rt.block_on(ferry_tui::console::run(
                 control::socket_path(&cli.state),
@@ -250,6 +304,110 @@ async fn call(state: &Path, cmd: ferry_proto::Command) -> Result<ExitCode> {
         println!("switch the application to the target now");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Through the runner when one runs (online if it syncs the job), else
+/// against the servers directly, the run stored in the state either way.
+async fn verify_cmd(
+    state: &Path,
+    job_arg: &str,
+    opts: ferry::verify::Options,
+    repair: Option<(PathBuf, bool)>,
+    json: bool,
+) -> Result<ExitCode> {
+    let name = job_name(job_arg)?;
+    let verification = match Client::connect(state).await {
+        Ok(mut client) => {
+            eprintln!("verifying {name} through the runner...");
+            let reply = client
+                .call(ferry_proto::Command::Verify {
+                    job: name.clone(),
+                    count: opts.level == job::VerifyLevel::Count,
+                    tables: opts.tables.clone(),
+                    repair: repair.as_ref().map(|(f, _)| f.display().to_string()),
+                    apply: repair.as_ref().is_some_and(|(_, a)| *a),
+                    wait: true,
+                })
+                .await?;
+            match reply.verification {
+                Some(v) if reply.ok => v,
+                _ => {
+                    eprintln!("ferry: {}", reply.error.unwrap_or_default());
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Err(ClientError::NoRunner(_)) => {
+            let path = Path::new(job_arg);
+            let from_file = job_arg.ends_with(".toml") || path.is_file();
+            if !from_file && !state.join("ferry.redb").exists() {
+                anyhow::bail!(
+                    "no state in {} (nothing has run there); name the job file",
+                    state.display()
+                );
+            }
+            let store = Arc::new(Store::open(state)?);
+            let spec = match (store.job(&name)?, from_file) {
+                (_, true) => job::load_job(path)?,
+                (Some(rec), false) => rec.spec,
+                (None, false) => anyhow::bail!("no job {name:?} in {}", state.display()),
+            };
+            if store.job(&name)?.is_none() {
+                // Recorded so its runs can be looked up by name later; it
+                // has not run (a runner given its file starts it afresh).
+                store.put_job(&ferry::state::JobRecord {
+                    spec: spec.clone(),
+                    state: ferry::state::JobState::Pending,
+                    since_ms: ferry::state::now_ms(),
+                    reason: None,
+                    schema_done: false,
+                })?;
+            }
+            eprintln!("verifying {name} (no runner runs it: offline)...");
+            ferry::progress::set_quiet(true);
+            let run = ferry::runner::verify_job(
+                &store,
+                &spec,
+                None,
+                &opts,
+                repair,
+                CancellationToken::new(),
+            )
+            .await;
+            match run {
+                Ok(run) => ferry::verify::to_proto(&run),
+                Err(e @ ferry::verify::VerifyError::NoTables(_)) => {
+                    eprintln!("ferry: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => anyhow::bail!("verify {name}: {e}"),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&verification)?);
+    } else {
+        print!("{}", ferry::status::verification_text(&verification));
+    }
+    Ok(match verification.ok {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    })
+}
+
+/// `--repair-file`, or ./ferry-repair-JOB-TIME.sql; absolute, for the runner.
+fn repair_path(job_arg: &str, file: Option<PathBuf>) -> Result<PathBuf> {
+    let file = match file {
+        Some(f) => f,
+        None => {
+            let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string()
+                .replace([':', '-'], "");
+            PathBuf::from(format!("ferry-repair-{}-{stamp}.sql", job_name(job_arg)?))
+        }
+    };
+    Ok(std::path::absolute(&file)?)
 }
 
 /// From the runner when one runs, else from the state file.

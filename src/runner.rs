@@ -19,10 +19,11 @@ use crate::cdc::{self, CdcError};
 use crate::check::{self, Status};
 use crate::db::{Connector, Role};
 use crate::full::{self, FullError, Load, RateLimit};
-use crate::job::{CdcStart, JobSpec, Mode};
+use crate::job::{CdcStart, JobSpec, Mode, VerifyLevel};
 use crate::progress;
 use crate::schema::{self, SchemaError};
-use crate::state::{now_ms, JobRecord, JobState, StateError, Store};
+use crate::state::{now_ms, JobRecord, JobState, StateError, Store, VerifyRun};
+use crate::verify::{self, Verifier, VerifyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -95,6 +96,11 @@ pub struct JobControl {
     pub cutover_done: watch::Sender<Option<Result<ferry_proto::Cutover, String>>>,
     /// The source's binlog head and oldest binlog, and a retention risk.
     pub source_info: Mutex<cdc::SourceInfo>,
+    /// While CDC runs: the source position up to which everything read
+    /// has been applied (online verification waits on it); else `None`.
+    pub caught_up: watch::Sender<Option<cdc::BinlogPos>>,
+    /// What a running verification is doing; `None` when none runs.
+    pub verifying: Arc<Mutex<Option<String>>>,
     store: Arc<Store>,
 }
 
@@ -111,6 +117,8 @@ impl JobControl {
             cutover_at: watch::Sender::new(None),
             cutover_done: watch::Sender::new(None),
             source_info: Mutex::new(cdc::SourceInfo::default()),
+            caught_up: watch::Sender::new(None),
+            verifying: Arc::default(),
             store,
         })
     }
@@ -282,6 +290,11 @@ impl Runner {
             self.start(spec, Some(file));
         }
         said
+    }
+
+    /// The definition of a job this runner runs or ran.
+    pub fn spec(&self, name: &str) -> Option<JobSpec> {
+        lock(&self.jobs).get(name).map(|j| j.spec.clone())
     }
 
     pub fn control(&self, name: &str) -> Option<Arc<JobControl>> {
@@ -545,14 +558,162 @@ async fn attempt(
             limit: &control.limit,
             stop_at: control.cutover_at.subscribe(),
             source: &control.source_info,
+            caught_up: &control.caught_up,
         };
-        cdc::run(job, &source, &target, store, cancel.child_token(), live).await?;
+        let result = tokio::select! {
+            r = cdc::run(job, &source, &target, store, cancel.child_token(), live) => r,
+            never = verify_schedule(store, job, control, full_load, cancel) => match never {},
+        };
+        control.caught_up.send_replace(None);
+        result?;
         // CDC only returns when a cutover's position has been applied.
         return finish_cutover(job, &catalog, &source, &target, store, control).await;
     }
     // Triggers only now, so they never fired on copied rows.
     schema::copy_triggers(job, &catalog, &source, &target).await?;
+    if job.verify.after_full != VerifyLevel::None && !verified_after_full(store, job) {
+        control.set_state(JobState::Verifying, None)?;
+        let opts = verify::Options {
+            level: job.verify.after_full,
+            tables: Vec::new(),
+            trigger: "after_full".into(),
+        };
+        // A verification that cannot run is reported, not a failed load.
+        let _ = verify_job(store, job, Some(control), &opts, None, cancel.child_token()).await;
+    }
     Ok(())
+}
+
+fn verified_after_full(store: &Store, job: &JobSpec) -> bool {
+    store
+        .verify_runs(&job.name)
+        .is_ok_and(|runs| runs.iter().any(|r| r.trigger == "after_full"))
+}
+
+/// Runs one verification of `job` (online when its CDC runs in this
+/// process), records it in the job's event log, and with `repair` writes
+/// (and with its flag applies) the fixing statements.
+pub async fn verify_job(
+    store: &Arc<Store>,
+    job: &JobSpec,
+    control: Option<&Arc<JobControl>>,
+    opts: &verify::Options,
+    repair: Option<(PathBuf, bool)>,
+    cancel: CancellationToken,
+) -> Result<VerifyRun, VerifyError> {
+    let event = |kind: &str, message: &str| match control {
+        Some(c) => c.event(kind, message),
+        None => {
+            info!(job = %job.name, kind, "{message}");
+            let _ = store.add_event(&job.name, kind, message);
+        }
+    };
+    let mut verifier = Verifier::new(job.clone(), store.clone())?.cancel(cancel);
+    let mut _guard = None;
+    if let Some(c) = control {
+        {
+            let mut v = lock(&c.verifying);
+            if v.is_some() {
+                return Err(VerifyError::AlreadyRunning(job.name.clone()));
+            }
+            *v = Some("verifying: starting".into());
+        }
+        _guard = Some(ClearOnDrop(c.verifying.clone()));
+        verifier = verifier.progress(c.verifying.clone());
+        if c.caught_up.borrow().is_some() {
+            verifier = verifier.online(c.caught_up.subscribe());
+        }
+    }
+    event("verify", &format!("verify ({}) started", opts.trigger));
+    progress::say(format!("{}: verifying ({})", job.name, opts.trigger));
+    let mut run = match verifier.run(opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            event("error", &format!("verify: {e}"));
+            return Err(e);
+        }
+    };
+    let line = verify::summary(&run);
+    event(if run.ok() { "verify" } else { "error" }, &line);
+    progress::say(format!("{}: {line}", job.name));
+    if let Some((file, apply)) = repair {
+        let r = verifier.repair(&mut run, &file, apply).await?;
+        event(
+            "verify",
+            &format!(
+                "repair: {} statements written to {}{}",
+                r.statements,
+                r.file,
+                match r.applied {
+                    true => format!(", applied; {} rows still differ", r.still_differing),
+                    false => String::new(),
+                }
+            ),
+        );
+    }
+    Ok(run)
+}
+
+/// Clears a job's "verifying" mark however the verification ends.
+struct ClearOnDrop(Arc<Mutex<Option<String>>>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        *lock(&self.0) = None;
+    }
+}
+
+/// The job's verifications while it syncs: `[verify] after_full` once
+/// after the full load, then every `[verify] every`. Never returns; a
+/// verification's failure is reported, not the job's.
+async fn verify_schedule(
+    store: &Arc<Store>,
+    job: &JobSpec,
+    control: &Arc<JobControl>,
+    full_load: bool,
+    cancel: &CancellationToken,
+) -> std::convert::Infallible {
+    let level = match job.verify.after_full {
+        VerifyLevel::None => VerifyLevel::Checksum,
+        l => l,
+    };
+    let mut opts = verify::Options {
+        level,
+        tables: Vec::new(),
+        trigger: "after_full".into(),
+    };
+    if full_load && job.verify.after_full != VerifyLevel::None && !verified_after_full(store, job) {
+        let _ = verify_job(store, job, Some(control), &opts, None, cancel.child_token()).await;
+    }
+    let Some(every) = job.verify.every else {
+        return std::future::pending().await;
+    };
+    opts.trigger = "every".into();
+    loop {
+        let last = store
+            .last_verify_run(&job.name)
+            .ok()
+            .flatten()
+            .map(|r| r.finished_ms.max(r.started_ms));
+        let wait = match last {
+            Some(at) => {
+                Duration::from_millis((at + every.as_millis() as u64).saturating_sub(now_ms()))
+            }
+            None => every,
+        };
+        tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
+        match verify_job(store, job, Some(control), &opts, None, cancel.child_token()).await {
+            Err(VerifyError::AlreadyRunning(_)) => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "scheduled verification failed");
+                // Not again at once: the run stored nothing to wait from.
+                tokio::time::sleep(every).await;
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 /// The end of a `migrate` job: triggers, a count verification, the final

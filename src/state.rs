@@ -36,6 +36,13 @@ const CDC_STATS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("cdc
 /// (job, sequence) → postcard [`Event`]; the last [`EVENTS_KEPT`] per job.
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events-1");
 
+/// (job, started unix ms) → postcard [`VerifyRun`]; the last
+/// [`VERIFY_RUNS_KEPT`] per job.
+const VERIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("verify-1");
+
+/// How many verification runs the state keeps per job.
+pub const VERIFY_RUNS_KEPT: usize = 50;
+
 /// How many events the state keeps per job.
 pub const EVENTS_KEPT: usize = 200;
 
@@ -246,6 +253,101 @@ pub struct Event {
     pub message: String,
 }
 
+/// One verification run of a job: what was compared, and what differs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyRun {
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    /// "count" or "checksum".
+    pub level: String,
+    /// What started it: "after_full", "every", "command".
+    pub trigger: String,
+    /// Compared while the job's CDC ran (differences rechecked after it
+    /// applied past the source position of the first look).
+    pub online: bool,
+    pub tables: Vec<VerifyTable>,
+    /// Why the run could not finish, if it could not.
+    pub error: Option<String>,
+    /// A caveat on the result (e.g. the CDC did not catch up in time).
+    pub note: Option<String>,
+    pub repair: Option<RepairSummary>,
+}
+
+impl VerifyRun {
+    /// Finished, and every table the same on both sides.
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.tables.iter().all(VerifyTable::ok)
+    }
+}
+
+/// One table of a verification run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyTable {
+    /// `db.table` on the source.
+    pub table: String,
+    /// `db.table` on the target.
+    pub target: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub chunks: u64,
+    pub chunks_differing: u64,
+    /// The key columns a difference names (every column for a keyless table).
+    pub key_columns: Vec<String>,
+    pub keyless: bool,
+    /// The differences found, up to `[verify] max_diffs`.
+    pub diffs: Vec<VerifyDiff>,
+    /// More differences exist than `diffs` holds.
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+impl VerifyTable {
+    pub fn ok(&self) -> bool {
+        self.source_rows == self.target_rows && self.chunks_differing == 0 && self.diffs.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiffClass {
+    /// On the source, not on the target.
+    Missing,
+    /// On the target, not on the source.
+    Extra,
+    /// On both, with different values.
+    Different,
+}
+
+impl DiffClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiffClass::Missing => "missing",
+            DiffClass::Extra => "extra",
+            DiffClass::Different => "different",
+        }
+    }
+}
+
+/// A differing row: its key (every column of a keyless table's row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyDiff {
+    pub class: DiffClass,
+    pub key: Vec<KeyValue>,
+    /// The columns whose values differ (class `Different`).
+    pub columns: Vec<String>,
+    /// Copies of this row missing or extra (keyless tables; else 1).
+    pub copies: u64,
+}
+
+/// What `--repair` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairSummary {
+    pub file: String,
+    pub statements: u64,
+    pub applied: bool,
+    /// Rows that still differ when re-verified after applying.
+    pub still_differing: u64,
+}
+
 /// A table's full-load progress as the state holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableStatus {
@@ -347,6 +449,7 @@ impl Store {
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(CDC_STATS)?;
             tx.open_table(EVENTS)?;
+            tx.open_table(VERIFY)?;
         }
         tx.commit()?;
         Ok(())
@@ -658,6 +761,58 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Stores a verification run (a re-stored run replaces itself), keeping
+    /// the newest [`VERIFY_RUNS_KEPT`] of the job.
+    pub fn put_verify_run(&self, job: &str, run: &VerifyRun) -> Result<()> {
+        let bytes = encode(run)?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(VERIFY)?;
+            t.insert((job, run.started_ms), bytes.as_slice())?;
+            let keys: Vec<u64> = t
+                .range((job, 0)..=(job, u64::MAX))?
+                .map_while(|e| e.ok())
+                .map(|(k, _)| k.value().1)
+                .collect();
+            for old in keys
+                .iter()
+                .take(keys.len().saturating_sub(VERIFY_RUNS_KEPT))
+            {
+                t.remove((job, *old))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A job's verification runs, oldest first.
+    pub fn verify_runs(&self, job: &str) -> Result<Vec<VerifyRun>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(VERIFY)?;
+        let mut out = Vec::new();
+        for entry in t.range((job, 0)..=(job, u64::MAX))? {
+            let (k, v) = entry?;
+            out.push(decode(
+                "verify-1",
+                &format!("{job}#{}", k.value().1),
+                v.value(),
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// The newest verification run of a job.
+    pub fn last_verify_run(&self, job: &str) -> Result<Option<VerifyRun>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(VERIFY)?;
+        let last = t
+            .range((job, 0)..=(job, u64::MAX))?
+            .next_back()
+            .transpose()?;
+        last.map(|(k, v)| decode("verify-1", &format!("{job}#{}", k.value().1), v.value()))
+            .transpose()
     }
 
     pub fn checkpoint(&self, job: &str) -> Result<Option<Checkpoint>> {

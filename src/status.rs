@@ -142,6 +142,16 @@ pub fn build(
         let failed = matches!(rec.state, JobState::Failed | JobState::PrecheckFailed);
         let lagging = matches!((&cdc, alert_lag_s), (Some(c), Some(a)) if c.lag_s > a);
         let events = store.events(&name)?;
+        let verification = store
+            .last_verify_run(&name)?
+            .map(|r| crate::verify::to_proto(&r));
+        let differs = verification.as_ref().is_some_and(|v| !v.ok);
+        let verifying = control.as_ref().and_then(|c| {
+            c.verifying
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        });
         jobs.push(proto::Job {
             name: name.clone(),
             mode: spec.mode.as_str().to_string(),
@@ -157,7 +167,9 @@ pub fn build(
             full,
             cdc,
             alert_lag_s,
-            alert: failed || lagging,
+            alert: failed || lagging || differs,
+            verification,
+            verifying,
             events: events
                 .into_iter()
                 .rev()
@@ -283,6 +295,12 @@ pub fn text(status: &proto::Status) -> String {
                 let _ = writeln!(out, "  RISK: {}", clip(risk, 70));
             }
         }
+        if let Some(v) = &j.verifying {
+            let _ = writeln!(out, "  {}", clip(v, 76));
+        }
+        if let Some(v) = &j.verification {
+            let _ = writeln!(out, "  {}", verification_line(v, r.now_ms));
+        }
         if let Some(e) = j.events.last() {
             let _ = writeln!(
                 out,
@@ -292,6 +310,108 @@ pub fn text(status: &proto::Status) -> String {
                 clip(&e.message, 40)
             );
         }
+    }
+    out
+}
+
+/// `verify: ok, 12 tables (checksum, online) 3m ago`
+pub fn verification_line(v: &proto::Verification, now_ms: u64) -> String {
+    let bad = v.tables.iter().filter(|t| !t.ok).count();
+    let what = match (&v.error, bad) {
+        (Some(e), _) => format!("DID NOT FINISH: {}", clip(e, 40)),
+        (None, 0) => format!("ok, {} tables equal", v.tables.len()),
+        (None, n) => format!("DIFFERENT in {n} of {} tables", v.tables.len()),
+    };
+    format!(
+        "verify: {what} ({}{}) {} ago",
+        v.level,
+        if v.online { ", online" } else { "" },
+        ago(v.finished_ms.max(v.started_ms), now_ms)
+    )
+}
+
+/// A verification run as a table, then each differing row.
+pub fn verification_text(v: &proto::Verification) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<32} {:>11} {:>11} {:>7} {:>7}  result",
+        "table", "source rows", "target rows", "chunks", "differ"
+    );
+    for t in &v.tables {
+        let result = if t.ok {
+            "ok".to_string()
+        } else {
+            let n: u64 = t.diffs.iter().map(|d| d.copies).sum();
+            format!("DIFFERENT ({n}{} rows)", if t.truncated { "+" } else { "" })
+        };
+        let _ = writeln!(
+            out,
+            "{:<32} {:>11} {:>11} {:>7} {:>7}  {result}",
+            clip(&t.table, 32),
+            t.source_rows,
+            t.target_rows,
+            t.chunks,
+            t.chunks_differing
+        );
+    }
+    for t in v.tables.iter().filter(|t| !t.diffs.is_empty()) {
+        let _ = writeln!(out, "\n{} (target {}):", t.table, t.target);
+        for d in &t.diffs {
+            let copies = if d.copies > 1 {
+                format!(" x{}", d.copies)
+            } else {
+                String::new()
+            };
+            let cols = if d.columns.is_empty() {
+                String::new()
+            } else {
+                format!("  columns: {}", d.columns.join(", "))
+            };
+            let _ = writeln!(out, "  {:<9} {}{copies}{cols}", d.class, clip(&d.key, 60));
+        }
+        if t.truncated {
+            let _ = writeln!(out, "  ... more (raise [verify] max_diffs to name them)");
+        }
+    }
+    if let Some(n) = &v.note {
+        let _ = writeln!(out, "\nnote: {n}");
+    }
+    if let Some(e) = &v.error {
+        let _ = writeln!(out, "\nerror: {e}");
+    }
+    let secs = v.finished_ms.saturating_sub(v.started_ms) as f64 / 1000.0;
+    let bad = v.tables.iter().filter(|t| !t.ok).count();
+    let _ = writeln!(
+        out,
+        "\n{} ({}{}) in {secs:.1}s: {}",
+        if v.ok { "EQUAL" } else { "NOT EQUAL" },
+        v.level,
+        if v.online { ", online" } else { "" },
+        if v.error.is_some() {
+            "did not finish".to_string()
+        } else if bad == 0 {
+            format!("{} tables", v.tables.len())
+        } else {
+            format!("{bad} of {} tables differ", v.tables.len())
+        }
+    );
+    if let Some(r) = &v.repair {
+        let _ = writeln!(
+            out,
+            "repair: {} statements in {}{}",
+            r.statements,
+            r.file,
+            if r.applied {
+                format!(
+                    ", applied; re-verified: {} rows still differ",
+                    r.still_differing
+                )
+            } else {
+                " (not applied; run it on the target, or use --apply)".to_string()
+            }
+        );
     }
     out
 }

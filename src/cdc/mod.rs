@@ -201,6 +201,9 @@ pub struct Live<'a> {
     pub stop_at: watch::Receiver<Option<BinlogPos>>,
     /// Updated at each sample.
     pub source: &'a Mutex<SourceInfo>,
+    /// Set to the position up to which everything read has been applied,
+    /// whenever nothing is in flight.
+    pub caught_up: &'a watch::Sender<Option<BinlogPos>>,
 }
 
 /// The source's binlogs as last seen, for status.
@@ -331,6 +334,15 @@ pub async fn run(
     // The end of the last event read (a heartbeat's is the source's head).
     let mut seen = start.clone();
     loop {
+        if !in_txn && group.txns == 0 && !applier.busy() {
+            live.caught_up.send_if_modified(|c| match c {
+                Some(c) if *c == seen => false,
+                _ => {
+                    *c = Some(seen.clone());
+                    true
+                }
+            });
+        }
         let stop_at = live.stop_at.borrow_and_update().clone();
         if let Some(stop) = stop_at {
             if !in_txn && group.txns == 0 && !applier.busy() && seen >= stop {

@@ -223,6 +223,14 @@ pub enum VerifyLevel {
 pub struct VerifyOptions {
     pub after_full: VerifyLevel,
     pub every: Option<Duration>,
+    /// Rows per checksum chunk.
+    pub chunk_rows: u64,
+    /// Chunks checked at once (each with a source and a target session).
+    pub threads: usize,
+    /// Rows read per second on each side; 0 = unlimited.
+    pub rows_per_sec: u64,
+    /// Differing keys kept per table.
+    pub max_diffs: usize,
 }
 
 impl Default for VerifyOptions {
@@ -230,6 +238,10 @@ impl Default for VerifyOptions {
         VerifyOptions {
             after_full: VerifyLevel::None,
             every: None,
+            chunk_rows: 20_000,
+            threads: 2,
+            rows_per_sec: 0,
+            max_diffs: 100,
         }
     }
 }

@@ -71,6 +71,10 @@ pub struct RawCdc {
 pub struct RawVerify {
     pub after_full: Option<Spanned<String>>,
     pub every: Option<Spanned<String>>,
+    pub chunk_rows: Option<Spanned<i64>>,
+    pub threads: Option<Spanned<i64>>,
+    pub rows_per_sec: Option<Spanned<i64>>,
+    pub max_diffs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

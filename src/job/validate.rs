@@ -201,6 +201,18 @@ impl Validator<'_> {
             if let Some(e) = vf.every {
                 verify.every = Some(self.duration(&e, "verify.every")?);
             }
+            if let Some(n) = vf.chunk_rows {
+                verify.chunk_rows = self.int_in(&n, "verify.chunk_rows", 100, 10_000_000)? as u64;
+            }
+            if let Some(n) = vf.threads {
+                verify.threads = self.int_in(&n, "verify.threads", 1, 64)? as usize;
+            }
+            if let Some(n) = vf.rows_per_sec {
+                verify.rows_per_sec = self.int_in(&n, "verify.rows_per_sec", 0, i64::MAX)? as u64;
+            }
+            if let Some(n) = vf.max_diffs {
+                verify.max_diffs = self.int_in(&n, "verify.max_diffs", 1, 100_000)? as usize;
+            }
         }
 
         let sink = match (mode, raw.sink) {

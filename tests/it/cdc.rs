@@ -139,7 +139,7 @@ fn logs(state: &Path) -> String {
 }
 
 /// Their last lines, newest first.
-fn log_tail(state: &Path) -> String {
+pub fn log_tail(state: &Path) -> String {
     logs(state)
         .lines()
         .rev()

@@ -7,6 +7,7 @@ mod cdc;
 mod resume;
 pub mod server;
 mod service;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

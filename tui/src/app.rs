@@ -164,7 +164,22 @@ impl App {
                 }
             }
             Action::Verify => {
-                self.message = Some(Err("verify is not built yet (issue 6)".into()));
+                let (name, mode) = self
+                    .selected_job()
+                    .map(|j| (j.name.clone(), j.mode.clone()))?;
+                if mode == "subscribe" {
+                    self.message = Some(Err(format!("{name} has no target to verify")));
+                    return None;
+                }
+                self.message = Some(Ok(format!("verification of {name} requested")));
+                return Some(Command::Verify {
+                    job: name,
+                    count: false,
+                    tables: Vec::new(),
+                    repair: None,
+                    apply: false,
+                    wait: false,
+                });
             }
             _ => self.dirty = false,
         }
@@ -241,6 +256,8 @@ pub(crate) mod fixtures {
             cdc: None,
             alert_lag_s: Some(30),
             alert: false,
+            verification: None,
+            verifying: None,
             events: vec![Event {
                 at_ms: 1_000_000,
                 kind: "stage".into(),
@@ -321,6 +338,24 @@ mod tests {
             })
         );
         assert_eq!(app.prompt, None);
+    }
+
+    #[test]
+    fn v_asks_the_runner_to_verify_without_waiting() {
+        let mut app = app();
+        let cmd = app.update(Action::Verify);
+        assert_eq!(
+            cmd,
+            Some(Command::Verify {
+                job: "a".into(),
+                count: false,
+                tables: vec![],
+                repair: None,
+                apply: false,
+                wait: false
+            })
+        );
+        assert!(matches!(app.message, Some(Ok(_))));
     }
 
     #[test]

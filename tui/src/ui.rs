@@ -85,7 +85,7 @@ fn header_line(app: &App) -> Line<'static> {
 fn footer_lines(app: &App) -> Vec<Line<'static>> {
     let keys = match app.view {
         View::Overview => {
-            "↑↓ select  Enter open  p pause  r resume  t throttle  c cutover  ? help  q quit"
+            "↑↓ Enter open  p pause  r resume  t throttle  v verify  c cutover  ? help  q"
         }
         View::Detail => {
             "Esc back  p pause  r resume  t throttle  v verify  c cutover  l log  ? help  q"
@@ -153,29 +153,115 @@ fn overview(frame: &mut Frame, app: &App, area: Rect) {
                     0 => "-".to_string(),
                     n => n.to_string(),
                 }),
+                verify_cell(app, j),
             ])
         })
         .collect();
     let table = Table::new(
         rows,
         [
-            Constraint::Min(12),
-            Constraint::Length(9),
-            Constraint::Length(15),
+            Constraint::Min(10),
+            Constraint::Length(8),
+            Constraint::Length(14),
+            Constraint::Length(5),
             Constraint::Length(7),
+            Constraint::Length(6),
             Constraint::Length(8),
             Constraint::Length(7),
-            Constraint::Length(8),
         ],
     )
     .header(
-        Row::new(["job", "mode", "state", "full", "rows/s", "lag", "throttle"])
-            .style(Style::default().add_modifier(Modifier::BOLD)),
+        Row::new([
+            "job", "mode", "state", "full", "rows/s", "lag", "throttle", "verify",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
     )
     .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
     .block(Block::default().borders(Borders::ALL).title(" jobs "));
     let mut state = ratatui::widgets::TableState::default().with_selected(Some(app.selected));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// The last verification in a few characters: running, ok, DIFF, error.
+fn verify_cell(app: &App, j: &Job) -> Cell<'static> {
+    if j.verifying.is_some() {
+        return Cell::from("running").style(style(app, Color::Cyan));
+    }
+    match &j.verification {
+        None => Cell::from("-"),
+        Some(v) if v.error.is_some() => Cell::from("error").style(style(app, Color::Red)),
+        Some(v) if v.ok => Cell::from("ok").style(style(app, Color::Green)),
+        Some(_) => Cell::from("DIFF").style(style(app, Color::Red).add_modifier(Modifier::BOLD)),
+    }
+}
+
+/// The verification block's lines: what runs or how the last run ended,
+/// then a line per table (differing tables first) with its first keys.
+fn verification_lines(app: &App, j: &Job, now_ms: u64) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if let Some(p) = &j.verifying {
+        lines.push(Line::styled(p.clone(), style(app, Color::Cyan)));
+    }
+    let Some(v) = &j.verification else {
+        if lines.is_empty() {
+            lines.push(Line::raw("never verified (v verifies)"));
+        }
+        return lines;
+    };
+    let bad = v.tables.iter().filter(|t| !t.ok).count();
+    let (what, color) = match (&v.error, bad) {
+        (Some(e), _) => (format!("did not finish: {e}"), Color::Red),
+        (None, 0) => (format!("ok, {} tables equal", v.tables.len()), Color::Green),
+        (None, n) => (
+            format!("DIFFERENT: {n} of {} tables", v.tables.len()),
+            Color::Red,
+        ),
+    };
+    lines.push(Line::from(vec![
+        Span::styled(what, style(app, color)),
+        Span::raw(format!(
+            " ({}{}, {}) {} ago",
+            v.level,
+            if v.online { ", online" } else { "" },
+            v.trigger,
+            duration(now_ms.saturating_sub(v.finished_ms) / 1000)
+        )),
+    ]));
+    let mut tables: Vec<_> = v.tables.iter().collect();
+    tables.sort_by_key(|t| t.ok);
+    for t in tables {
+        let keys: Vec<String> = t
+            .diffs
+            .iter()
+            .take(3)
+            .map(|d| match d.columns.is_empty() {
+                true => format!("{} {}", d.class, d.key),
+                false => format!("{} {} ({})", d.class, d.key, d.columns.join(",")),
+            })
+            .collect();
+        let result = if t.ok {
+            "ok".to_string()
+        } else {
+            format!(
+                "{}/{} chunks differ  {}",
+                t.chunks_differing,
+                t.chunks,
+                keys.join("; ")
+            )
+        };
+        lines.push(Line::styled(
+            format!(
+                "{} {}/{} rows  {result}",
+                t.table, t.source_rows, t.target_rows
+            ),
+            if t.ok {
+                Style::default()
+            } else {
+                style(app, Color::Red)
+            },
+        ));
+    }
+    lines
 }
 
 fn progress(j: &Job) -> String {
@@ -196,7 +282,9 @@ fn detail(frame: &mut Frame, app: &App, job: &Job, area: Rect) {
         .full
         .as_ref()
         .map_or(0, |f| f.tables.iter().filter(|t| !t.done).count());
-    let [head, gauges, cdc, log] = Layout::vertical([
+    let now = app.status.as_ref().map_or(0, |s: &Status| s.runner.now_ms);
+    let verification = verification_lines(app, job, now);
+    let [head, gauges, cdc, verify, log] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(if tables > 0 {
             tables.min(6) as u16 + 2
@@ -204,6 +292,7 @@ fn detail(frame: &mut Frame, app: &App, job: &Job, area: Rect) {
             0
         }),
         Constraint::Length(if job.cdc.is_some() { 7 } else { 0 }),
+        Constraint::Length(verification.len().min(4) as u16 + 2),
         Constraint::Min(3),
     ])
     .areas(area);
@@ -319,10 +408,18 @@ fn detail(frame: &mut Frame, app: &App, job: &Job, area: Rect) {
         );
     }
 
+    frame.render_widget(
+        Paragraph::new(verification).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" verification "),
+        ),
+        verify,
+    );
+
     let shown = log.height.saturating_sub(2) as usize;
     let end = job.events.len().saturating_sub(app.log_scroll);
     let start = end.saturating_sub(shown);
-    let now = app.status.as_ref().map_or(0, |s: &Status| s.runner.now_ms);
     let lines: Vec<Line> = job.events[start..end]
         .iter()
         .map(|e| {
@@ -359,7 +456,10 @@ fn help() -> Paragraph<'static> {
         Line::raw("Enter       the job's detail        Esc  back"),
         Line::raw("p / r       pause / resume the job (at a committed boundary)"),
         Line::raw("t           throttle: rows per second, 0 = unlimited"),
-        Line::raw("v           verify                   c    cut over a migrate job (asks first)"),
+        Line::raw(
+            "v           verify now (checksums, online while syncing; the result shows here)",
+        ),
+        Line::raw("c           cut over a migrate job (asks first)"),
         Line::raw("l           focus the event log      ?    this help"),
         Line::raw("q           detach: the jobs go on running"),
     ])
@@ -445,6 +545,56 @@ mod tests {
                 })
                 .collect(),
         });
+        j.verification = Some(Verification {
+            started_ms: 1_030_000,
+            finished_ms: 1_040_000,
+            level: "checksum".into(),
+            trigger: "every".into(),
+            online: true,
+            ok: false,
+            error: None,
+            note: None,
+            tables: vec![
+                VerifyTable {
+                    table: "shop.orders".into(),
+                    target: "shop.orders".into(),
+                    source_rows: 250_000,
+                    target_rows: 249_999,
+                    chunks: 13,
+                    chunks_differing: 1,
+                    ok: false,
+                    truncated: false,
+                    duration_ms: 900,
+                    diffs: vec![
+                        VerifyDiff {
+                            class: "missing".into(),
+                            key: "id=777".into(),
+                            columns: vec![],
+                            copies: 1,
+                        },
+                        VerifyDiff {
+                            class: "different".into(),
+                            key: "id=778".into(),
+                            columns: vec!["status".into()],
+                            copies: 1,
+                        },
+                    ],
+                },
+                VerifyTable {
+                    table: "shop.customers".into(),
+                    target: "shop.customers".into(),
+                    source_rows: 50_000,
+                    target_rows: 50_000,
+                    chunks: 3,
+                    chunks_differing: 0,
+                    ok: true,
+                    truncated: false,
+                    duration_ms: 200,
+                    diffs: vec![],
+                },
+            ],
+            repair: None,
+        });
         j
     }
 
@@ -480,6 +630,7 @@ mod tests {
         app.update(Action::Down);
         app.update(Action::Open);
         insta::assert_snapshot!("detail_sync_120x40", render(&app, 120, 40));
+        insta::assert_snapshot!("detail_sync_80x24", render(&app, 80, 24));
     }
 
     #[test]

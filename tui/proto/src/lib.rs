@@ -58,6 +58,25 @@ pub enum Command {
         #[serde(default)]
         read_only_source: bool,
     },
+    /// Verify a job's target against its source (online while it syncs).
+    Verify {
+        job: String,
+        /// Row counts only (default: chunked checksums).
+        #[serde(default)]
+        count: bool,
+        /// `db.table` or `table` names (globs); empty = every table.
+        #[serde(default)]
+        tables: Vec<String>,
+        /// Write the fixing statements to this file (an absolute path).
+        #[serde(default)]
+        repair: Option<String>,
+        /// Run them on the target, then re-verify the keys.
+        #[serde(default)]
+        apply: bool,
+        /// Reply when it has finished (with the result) rather than at once.
+        #[serde(default)]
+        wait: bool,
+    },
 }
 
 /// A reply line. `ok` false carries `error`.
@@ -73,6 +92,8 @@ pub struct Reply {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutover: Option<Cutover>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 impl Reply {
@@ -84,6 +105,7 @@ impl Reply {
             message: Some(message.into()),
             status: None,
             cutover: None,
+            verification: None,
         }
     }
 
@@ -95,6 +117,7 @@ impl Reply {
             message: None,
             status: None,
             cutover: None,
+            verification: None,
         }
     }
 
@@ -145,8 +168,15 @@ pub struct Job {
     pub cdc: Option<Cdc>,
     /// `[alerts] lag` in seconds.
     pub alert_lag_s: Option<u64>,
-    /// The job needs attention: failed, or lag over its alert.
+    /// The job needs attention: failed, lag over its alert, or its last
+    /// verification found differences.
     pub alert: bool,
+    /// The newest verification run.
+    #[serde(default)]
+    pub verification: Option<Verification>,
+    /// What a running verification is doing.
+    #[serde(default)]
+    pub verifying: Option<String>,
     /// Newest last.
     pub events: Vec<Event>,
 }
@@ -212,6 +242,64 @@ pub struct Cutover {
     pub gtid: Option<String>,
     /// Per table: (name, rows on the source, rows on the target).
     pub counts: Vec<(String, u64, u64)>,
+}
+
+/// One verification run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Unix milliseconds.
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    /// count | checksum
+    pub level: String,
+    /// after_full | every | command
+    pub trigger: String,
+    /// Compared while the job's CDC ran (differences rechecked after it
+    /// caught up).
+    pub online: bool,
+    /// Finished, and every table equal.
+    pub ok: bool,
+    pub error: Option<String>,
+    pub note: Option<String>,
+    pub tables: Vec<VerifyTable>,
+    pub repair: Option<Repair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyTable {
+    /// `db.table` on the source and on the target.
+    pub table: String,
+    pub target: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub chunks: u64,
+    pub chunks_differing: u64,
+    pub ok: bool,
+    /// More rows differ than `diffs` lists (`[verify] max_diffs`).
+    pub truncated: bool,
+    pub duration_ms: u64,
+    pub diffs: Vec<VerifyDiff>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyDiff {
+    /// missing (source only) | extra (target only) | different
+    pub class: String,
+    /// `col=value,...` (every column of a keyless table's row).
+    pub key: String,
+    /// The differing columns (class different).
+    pub columns: Vec<String>,
+    /// Copies of a keyless row missing or extra; 1 otherwise.
+    pub copies: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repair {
+    pub file: String,
+    pub statements: u64,
+    pub applied: bool,
+    /// Rows still differing when re-verified after applying.
+    pub still_differing: u64,
 }
 
 #[cfg(test)]
