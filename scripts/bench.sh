@@ -17,7 +17,9 @@
 # slave_parallel_threads=4 optimistic) each apply the backlog to a copy of
 # the pre-burst data.
 #
-#   scripts/bench.sh [full|cdc|all]   (default all; ROWS=250000 TABLES=4
+# Verification: see bench_verify below.
+#
+#   scripts/bench.sh [full|cdc|verify|all]   (default all; ROWS=250000 TABLES=4
 #                                      THREADS=4 ROUNDS=1 BURST=30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +57,7 @@ trap 'rm -rf "$WORK"' EXIT
 reset_target() { sql target -e "DROP DATABASE IF EXISTS $1"; }
 now() { date +%s.%N; }
 
-bench_full() {
+prepare_sbtest() {
 have=$(sql source -N -e "SELECT COALESCE(SUM(TABLE_ROWS),0) FROM information_schema.TABLES WHERE TABLE_SCHEMA='sbtest'" 2>/dev/null || echo 0)
 count=$(sql source -N -e "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='sbtest'" || echo 0)
 if [ "$count" != "$TABLES" ] || [ "$(sql source -N -e "SELECT COUNT(*) FROM sbtest.sbtest1" 2>/dev/null || echo 0)" != "$ROWS" ]; then
@@ -65,6 +67,10 @@ if [ "$count" != "$TABLES" ] || [ "$(sql source -N -e "SELECT COUNT(*) FROM sbte
     --mysql-user=ferry --mysql-password="$PW" --mysql-db=sbtest \
     --tables="$TABLES" --table-size="$ROWS" --threads=2 prepare >/dev/null
 fi
+}
+
+bench_full() {
+prepare_sbtest
 # Warm the source's buffer pool so the first contender is not penalised.
 for i in $(seq 1 "$TABLES"); do sql source -N -e "CHECKSUM TABLE sbtest.sbtest$i" >/dev/null; done
 
@@ -310,9 +316,84 @@ bench_cdc() {
   printf '%-44s %8.2f %10d %11sx\n' "ferry stream + decode, null sink" "$decode_s" "$(crate "$decode_s")" "$(echo "scale=2; $mysqlbinlog_s / $decode_s" | bc)"
 }
 
+# ------------------------------------------------------------ verification
+# The 1M-row sysbench set on the source and a copy on the target, compared
+# by ferry verify (checksum mode, offline), by pt-table-checksum-style
+# chunked CRC32 queries (the same ranges, run on both servers at once), and
+# by CHECKSUM TABLE on both servers at once. Best of VROUNDS (default 3).
+bench_verify() {
+  prepare_sbtest
+  local rounds=${VROUNDS:-3}
+  local tables=""; for i in $(seq 1 "$TABLES"); do tables="$tables${tables:+, }DB.sbtest$i"; done
+  cat >"$WORK/vjob.toml" <<EOF
+name = "bench-verify"
+mode = "full"
+[source]
+host = "127.0.0.1"
+port = $SOURCE_PORT
+user = "ferry"
+password_env = "FERRY_SRC_PASSWORD"
+[target]
+host = "127.0.0.1"
+port = $TARGET_PORT
+user = "ferry"
+password_env = "FERRY_DST_PASSWORD"
+[[select]]
+database = "sbtest"
+rename = "sbtest_verify"
+EOF
+  if [ "$(sql target -N -e "SELECT COUNT(*) FROM sbtest_verify.sbtest$TABLES" 2>/dev/null || echo 0)" != "$ROWS" ]; then
+    echo "== copying the set to the target (sbtest_verify)"
+    reset_target sbtest_verify
+    rm -rf "$WORK/vstate"
+    "$FERRY" --state "$WORK/vstate" run "$WORK/vjob.toml" 2>/dev/null
+  fi
+  # pt-table-checksum's chunk query, over 20000-row id ranges.
+  local pt="$WORK/pt.sql"; : >"$pt"
+  for i in $(seq 1 "$TABLES"); do
+    for lo in $(seq 0 20000 $((ROWS - 1))); do
+      echo "SELECT COUNT(*), COALESCE(LOWER(CONV(BIT_XOR(CAST(CRC32(CONCAT_WS('#', id, k, c, pad)) AS UNSIGNED)), 10, 16)), 0) FROM DB.sbtest$i FORCE INDEX(PRIMARY) WHERE id > $lo AND id <= $((lo + 20000));" >>"$pt"
+    done
+  done
+  for side in source target; do # warm both buffer pools
+    db=sbtest; [ $side = target ] && db=sbtest_verify
+    sql $side -N -e "CHECKSUM TABLE ${tables//DB/$db}" >/dev/null
+  done
+  local best_f="" best_c="" best_p="" t0 t
+  for r in $(seq 1 "$rounds"); do
+    rm -rf "$WORK/vstate2"
+    t0=$(now)
+    /usr/bin/time -f "%M" -o "$WORK/vrss" "$FERRY" --state "$WORK/vstate2" verify "$WORK/vjob.toml" >"$WORK/verify.out" 2>&1 \
+      || { cat "$WORK/verify.out"; echo "ferry verify found differences" >&2; exit 1; }
+    t=$(echo "$(now) - $t0" | bc); if [ -z "$best_f" ] || [ "$(echo "$t < $best_f" | bc)" = 1 ]; then best_f=$t; fi
+    t0=$(now)
+    sql source -N -e "CHECKSUM TABLE ${tables//DB/sbtest}" >"$WORK/cs.s" &
+    sql target -N -e "CHECKSUM TABLE ${tables//DB/sbtest_verify}" >"$WORK/cs.t" &
+    wait
+    t=$(echo "$(now) - $t0" | bc); if [ -z "$best_c" ] || [ "$(echo "$t < $best_c" | bc)" = 1 ]; then best_c=$t; fi
+    t0=$(now)
+    sed 's/DB\./sbtest./' "$pt" | sql source -N >"$WORK/pt.s" &
+    sed 's/DB\./sbtest_verify./' "$pt" | sql target -N >"$WORK/pt.t" &
+    wait
+    t=$(echo "$(now) - $t0" | bc); if [ -z "$best_p" ] || [ "$(echo "$t < $best_p" | bc)" = 1 ]; then best_p=$t; fi
+  done
+  cmp -s "$WORK/pt.s" "$WORK/pt.t" || { echo "pt-style checksums differ" >&2; exit 1; }
+  echo
+  echo "Verification of $TOTAL rows ($TABLES sysbench tables x $ROWS), both servers on this machine,"
+  echo "each contender reading both sides at once; best of $rounds rounds"
+  printf '%-54s %8s %10s %12s\n' "" seconds rows/s "vs CHECKSUM"
+  printf '%-54s %8.2f %10d %12s\n' "CHECKSUM TABLE on both sides (names no rows)" "$best_c" "$(echo "$TOTAL / $best_c" | bc)" "1.00x"
+  printf '%-54s %8.2f %10d %11sx\n' "pt-table-checksum-style CRC32 chunks (20k rows)" "$best_p" "$(echo "$TOTAL / $best_p" | bc)" "$(echo "scale=2; $best_p / $best_c" | bc)"
+  printf '%-54s %8.2f %10d %11sx\n' "ferry verify --checksum (names differing rows)" "$best_f" "$(echo "$TOTAL / $best_f" | bc)" "$(echo "scale=2; $best_f / $best_c" | bc)"
+  echo "(ferry's time is the whole command: start-up, catalog, chunk plan, both sides)"
+  echo "ferry verify peak RSS: $(($(cat "$WORK/vrss") / 1024)) MiB"
+}
+
 case $WHAT in
   full) bench_full ;;
   cdc) bench_cdc ;;
-  all) bench_full; echo; bench_cdc ;;
-  *) echo "usage: scripts/bench.sh [full|cdc|all]" >&2; exit 2 ;;
+  verify) bench_verify ;;
+  all) bench_full; echo; bench_cdc; echo; bench_verify ;;
+  *) echo "usage: scripts/bench.sh [full|cdc|verify|all]" >&2; exit 2 ;;
 esac
+

@@ -620,7 +620,14 @@ pub async fn verify_job(
         }
         _guard = Some(ClearOnDrop(c.verifying.clone()));
         verifier = verifier.progress(c.verifying.clone());
-        if c.caught_up.borrow().is_some() {
+        // Online while the job streams changes here: rechecks wait for
+        // its CDC to apply past the source's head.
+        let streaming = store
+            .job(&job.name)
+            .ok()
+            .flatten()
+            .is_some_and(|r| matches!(r.state, JobState::Syncing | JobState::CatchingUp));
+        if streaming || c.caught_up.borrow().is_some() {
             verifier = verifier.online(c.caught_up.subscribe());
         }
     }

@@ -333,12 +333,22 @@ pub async fn run(
     let mut group = Group::default();
     // The end of the last event read (a heartbeat's is the source's head).
     let mut seen = start.clone();
+    // The last position reported as applied (`live.caught_up`).
+    let mut told = start.clone();
+    live.caught_up.send_replace(Some(start.clone()));
     loop {
-        if !in_txn && group.txns == 0 && !applier.busy() {
+        // Everything read is applied when nothing is in flight; else what
+        // the target has committed is.
+        let applied = match !in_txn && group.txns == 0 && !applier.busy() {
+            true => &seen,
+            false => &cp.position,
+        };
+        if *applied != told {
+            told = applied.clone();
             live.caught_up.send_if_modified(|c| match c {
-                Some(c) if *c == seen => false,
+                Some(c) if *c >= told => false,
                 _ => {
-                    *c = Some(seen.clone());
+                    *c = Some(told.clone());
                     true
                 }
             });

@@ -913,7 +913,12 @@ impl Verifier {
 fn int_bounds(min: i128, max: i128, rows: u64, n: u64, unsigned: bool) -> Vec<Vec<KeyValue>> {
     let span = max - min + 1;
     let rows = i128::from(rows.max(1));
-    let width = (span * i128::from(n) / rows).clamp(i128::from(n), span.max(1));
+    // At least `n` keys wide, at most the whole span (a small table is one
+    // range).
+    let width = (span * i128::from(n) / rows)
+        .max(i128::from(n))
+        .min(span)
+        .max(1);
     let mut out = Vec::new();
     let mut upper = min + width - 1;
     while upper < max {
@@ -1243,8 +1248,9 @@ mod tests {
         // Sparse keys (every 10th): wider ranges of about 10 rows.
         let b = int_bounds(1, 1000, 100, 10, true);
         assert_eq!(b[0], vec![KeyValue::UInt(100)]);
-        // One key, and no estimate: one range.
+        // One key, and no estimate: one range. Fewer keys than a chunk: one.
         assert!(int_bounds(5, 5, 0, 10, false).is_empty());
+        assert!(int_bounds(1, 5, 5, 20_000, false).is_empty());
     }
 
     #[test]

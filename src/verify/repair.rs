@@ -284,7 +284,7 @@ mod tests {
         let row = vec![Value::Int(7), Value::Bytes(vec![0, 0x27])];
         assert_eq!(
             String::from_utf8(replace(&ts, &row)).unwrap(),
-            "REPLACE INTO `copy`.`t` (`id`, `b`) VALUES (7, 0x0027)"
+            "REPLACE INTO `copy`.`t` (`id`, `b`) VALUES (7, X'0027')"
         );
         assert_eq!(
             String::from_utf8(delete_keyed(&ts, &[KeyValue::Int(7)])).unwrap(),
@@ -300,7 +300,7 @@ mod tests {
         let ts = TableSql::new(&t2);
         assert_eq!(
             String::from_utf8(keyless_statements(&ts, &[extra]).remove(0)).unwrap(),
-            "DELETE FROM `copy`.`t` WHERE `id` <=> NULL AND `b` <=> 0x78 LIMIT 2"
+            "DELETE FROM `copy`.`t` WHERE `id` <=> NULL AND `b` <=> X'78' LIMIT 2"
         );
     }
 }

@@ -338,14 +338,20 @@ fn online_verification_under_a_workload_has_no_false_alarms() {
 
     // `every` verifies by itself while the job syncs; status shows it and
     // alerts on its difference.
-    wait_until(Duration::from_secs(60), "a scheduled verification", || {
-        let (_, out, _) = cli_status(&state);
-        let s: ferry_proto::Status = serde_json::from_str(&out).expect("status");
-        s.jobs[0]
-            .verification
-            .as_ref()
-            .is_some_and(|v| v.trigger == "every" && !v.ok)
+    let scheduled = std::panic::catch_unwind(|| {
+        wait_until(Duration::from_secs(60), "a scheduled verification", || {
+            let (_, out, _) = cli_status(&state);
+            let s: ferry_proto::Status = serde_json::from_str(&out).expect("status");
+            s.jobs[0]
+                .verification
+                .as_ref()
+                .is_some_and(|v| v.trigger == "every" && !v.ok)
+        })
     });
+    if let Err(e) = scheduled {
+        let (_, out, _) = cli_status(&state);
+        panic!("{e:?}\nstatus: {out}\nlog:\n{}", log_tail(&state));
+    }
     let (code, _, _) = cli_status(&state);
     assert_eq!(code, Some(1), "status exits 1 on a verification difference");
     run.stop();
