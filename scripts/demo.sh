@@ -90,6 +90,8 @@ else
     sleep 0.2
   done
   sleep 6 # a few CDC samples
+  echo "== ferry verify demo-sync (online, through the runner, while the workload writes)"
+  "$FERRY" --state "$SYNC_STATE" verify demo-sync
   echo "(no terminal: ferry status instead of the console)"
   "$FERRY" --state "$SYNC_STATE" status || true
   "$FERRY" --state "$SYNC_STATE" stop
