@@ -540,7 +540,7 @@ fn metrics_endpoint_serves_prometheus_text() {
 /// `p` pauses the selected job (the runner sees it), `r` resumes it, `q`
 /// detaches and the job goes on.
 #[test]
-fn console_in_tmux_pauses_and_resumes() {
+fn console_in_tmux_pauses_resumes_and_verifies() {
     let (source, target) = shared();
     let (tmp, job) = one_table_sync("con", 5208, "(1)");
     let state = tmp.path().join("state");
@@ -594,6 +594,19 @@ fn console_in_tmux_pauses_and_resumes() {
     wait_screen("paused");
     tmux(&["send-keys", "-t", "con", "r"]);
     wait_state(&state, "con", "syncing");
+    // `v` verifies through the runner; the overview shows the result.
+    tmux(&["send-keys", "-t", "con", "v"]);
+    wait_until(
+        Duration::from_secs(30),
+        "a verification from the console",
+        || {
+            status(&state).jobs[0]
+                .verification
+                .as_ref()
+                .is_some_and(|v| v.ok && v.trigger == "command" && v.online)
+        },
+    );
+    wait_screen(" ok ");
     tmux(&["send-keys", "-t", "con", "q"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while tmux(&["has-session", "-t", "con"]).status.success() {
