@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod progress;
 pub mod runner;
 pub mod schema;
+pub mod sink;
 pub mod sql;
 pub mod state;
 pub mod status;

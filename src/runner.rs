@@ -101,6 +101,8 @@ pub struct JobControl {
     pub caught_up: watch::Sender<Option<cdc::BinlogPos>>,
     /// What a running verification is doing; `None` when none runs.
     pub verifying: Arc<Mutex<Option<String>>>,
+    /// A subscribe job's sink: what it is and how it is doing.
+    pub sink: cdc::subscribe::SinkState,
     store: Arc<Store>,
 }
 
@@ -119,6 +121,7 @@ impl JobControl {
             source_info: Mutex::new(cdc::SourceInfo::default()),
             caught_up: watch::Sender::new(None),
             verifying: Arc::default(),
+            sink: Mutex::new(None),
             store,
         })
     }
@@ -465,9 +468,6 @@ async fn attempt(
     control: &Arc<JobControl>,
     cancel: &CancellationToken,
 ) -> Result<(), JobError> {
-    if !matches!(job.mode, Mode::Full | Mode::Sync | Mode::Migrate) {
-        return Err(JobError::Unsupported(job.mode.as_str()));
-    }
     let cdc_mode = matches!(job.mode, Mode::Sync | Mode::Migrate);
     let resuming = store.job(&job.name)?.is_some_and(|j| j.schema_done);
     control.set_state(JobState::Prechecking, None)?;
@@ -490,6 +490,33 @@ async fn attempt(
         return Err(JobError::Precheck(text.join("\n")));
     }
     let catalog: Catalog = report.catalog.unwrap_or_default();
+    if job.mode == Mode::Subscribe {
+        store.update_job(&job.name, |j| j.schema_done = true)?;
+        let source = Connector::new(&job.source, Role::Source);
+        control.set_state(JobState::Syncing, None)?;
+        let live = cdc::Live {
+            limit: &control.limit,
+            stop_at: control.cutover_at.subscribe(),
+            source: &control.source_info,
+            caught_up: &control.caught_up,
+        };
+        let result = cdc::subscribe::run(
+            job,
+            &source,
+            store,
+            cancel.child_token(),
+            live,
+            &control.sink,
+        )
+        .await;
+        if let Err(e) = &result {
+            if !matches!(e, CdcError::Cancelled) {
+                *lock(&control.sink) = Some(format!("error: {e}"));
+            }
+        }
+        result?;
+        return Ok(());
+    }
     let Some(target_ep) = &job.target else {
         return Err(JobError::Unsupported(job.mode.as_str()));
     };

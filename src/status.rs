@@ -170,6 +170,9 @@ pub fn build(
             alert: failed || lagging || differs,
             verification,
             verifying,
+            sink: control
+                .as_ref()
+                .and_then(|c| c.sink.lock().unwrap_or_else(|p| p.into_inner()).clone()),
             events: events
                 .into_iter()
                 .rev()
@@ -294,6 +297,9 @@ pub fn text(status: &proto::Status) -> String {
             if let Some(risk) = &c.retention_risk {
                 let _ = writeln!(out, "  RISK: {}", clip(risk, 70));
             }
+        }
+        if let Some(s) = &j.sink {
+            let _ = writeln!(out, "  sink: {}", clip(s, 72));
         }
         if let Some(v) = &j.verifying {
             let _ = writeln!(out, "  {}", clip(v, 76));

@@ -18,6 +18,8 @@ pub struct ColumnInfo {
     pub primary: bool,
     /// Collation id of a character column (63 = binary).
     pub collation: u16,
+    /// A SET column read by a SELECT (its value is the text "a,b").
+    pub set_flag: bool,
 }
 
 impl ColumnInfo {
@@ -28,6 +30,7 @@ impl ColumnInfo {
             unsigned: c.flags().contains(ColumnFlags::UNSIGNED_FLAG),
             primary: c.flags().contains(ColumnFlags::PRI_KEY_FLAG),
             collation: c.character_set(),
+            set_flag: c.flags().contains(ColumnFlags::SET_FLAG),
         }
     }
 
@@ -156,6 +159,7 @@ mod tests {
             unsigned: false,
             primary: false,
             collation: 63,
+            set_flag: false,
         };
         let text = |v: jsonb::Value<'static>| match value(&col, BinlogValue::Jsonb(v)) {
             Ok(Value::Bytes(b)) => String::from_utf8(b).expect("utf8"),
@@ -199,6 +203,7 @@ mod tests {
             unsigned: false,
             primary: false,
             collation: 33,
+            set_flag: false,
         };
         let v = value(&col, BinlogValue::Value(Value::Bytes(vec![0x05, 0x01]))).unwrap();
         assert_eq!(v, Value::UInt(0x0105));
@@ -212,6 +217,7 @@ mod tests {
             unsigned: false,
             primary: false,
             collation: 0,
+            set_flag: false,
         };
         let v = value(&col, BinlogValue::Value(Value::Int(16_777_211))).unwrap();
         assert_eq!(v, Value::Int(-5));

@@ -13,7 +13,9 @@
 
 mod apply;
 pub mod decode;
+pub mod event;
 pub mod position;
+pub mod subscribe;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,6 +81,8 @@ pub enum CdcError {
         statement: String,
         source: Box<DbError>,
     },
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
     #[error("stopped")]
     Cancelled,
 }
@@ -86,6 +90,7 @@ pub enum CdcError {
 impl CdcError {
     pub fn is_retryable(&self) -> bool {
         match self {
+            CdcError::Sink(e) => e.is_retryable(),
             CdcError::Db(e) => e.is_retryable(),
             CdcError::StreamEnded { .. } | CdcError::TargetBusy(_) => true,
             CdcError::Apply { source, .. } => source.is_retryable(),
@@ -137,7 +142,25 @@ pub async fn record_start(
         .map_err(target.query_err("clearing an old checkpoint row"))?;
     }
     let _ = t.disconnect().await;
-    let (position, gtid) = match &job.cdc.start {
+    let (position, gtid) = start_position(job, source).await?;
+    let cp = Checkpoint {
+        position,
+        gtid,
+        unix_ms: now_ms(),
+        safe_until: None,
+    };
+    store.put_checkpoint(&job.name, &cp)?;
+    info!(at = %cp.position, "CDC start position recorded");
+    Ok(cp)
+}
+
+/// Where `[cdc] start` says the stream begins: the source's head (`auto`,
+/// `now`), a file and position, or a GTID set.
+async fn start_position(
+    job: &JobSpec,
+    source: &Connector,
+) -> Result<(BinlogPos, Option<String>), CdcError> {
+    Ok(match &job.cdc.start {
         CdcStart::Auto | CdcStart::Now => {
             let mut conn = source.connect().await?;
             let (pos, gtid) = position::head(&mut conn, source).await?;
@@ -160,16 +183,7 @@ pub async fn record_start(
             },
             Some(set.clone()),
         ),
-    };
-    let cp = Checkpoint {
-        position,
-        gtid,
-        unix_ms: now_ms(),
-        safe_until: None,
-    };
-    store.put_checkpoint(&job.name, &cp)?;
-    info!(at = %cp.position, "CDC start position recorded");
-    Ok(cp)
+    })
 }
 
 /// Records the end of the hand-over window (the head after the full load).
@@ -888,7 +902,7 @@ fn stream_error(at: &BinlogPos, server_id: u32, e: mysql_async::Error) -> CdcErr
 }
 
 /// The target database of `db.table` if the job selects it.
-fn selected(job: &JobSpec, db: &str, table: &str) -> Option<String> {
+pub(crate) fn selected(job: &JobSpec, db: &str, table: &str) -> Option<String> {
     job.select
         .iter()
         .find(|s| s.database == db && s.matches(table))

@@ -246,11 +246,37 @@ impl Default for VerifyOptions {
     }
 }
 
+/// Where a `subscribe` job delivers its change events, and what it sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SinkSpec {
-    Jsonl { path: String },
-    Nats { url: String, subject: String },
-    Kafka { url: String, topic: String },
+pub struct SinkSpec {
+    pub kind: SinkKind,
+    /// Emit every selected row as an `r` event before streaming changes.
+    pub snapshot: bool,
+    /// Emit DDL statements as events too.
+    pub ddl: bool,
+    /// `db.table.column` globs of columns left out of the events.
+    pub exclude_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SinkKind {
+    /// A file (rotated past `rotate_bytes`) or `-` for stdout.
+    Jsonl { path: String, rotate_bytes: u64 },
+    /// JetStream: `subject` is a template with `{db}` and `{table}`; the
+    /// stream `stream` is created over them when missing.
+    Nats {
+        url: String,
+        subject: String,
+        stream: String,
+    },
+    /// `topic` is a template with `{db}` and `{table}`; topics are created
+    /// with `partitions` partitions when missing; the message key is the
+    /// row's primary key.
+    Kafka {
+        url: String,
+        topic: String,
+        partitions: i32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

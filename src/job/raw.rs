@@ -84,7 +84,13 @@ pub struct RawSink {
     pub path: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
     pub subject: Option<Spanned<String>>,
+    pub stream: Option<Spanned<String>>,
     pub topic: Option<Spanned<String>>,
+    pub partitions: Option<Spanned<i64>>,
+    pub rotate_bytes: Option<Spanned<i64>>,
+    pub snapshot: Option<bool>,
+    pub ddl: Option<bool>,
+    pub exclude_columns: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -386,30 +386,59 @@ impl Validator<'_> {
                 )
             })
         };
-        match raw.kind.get_ref().as_str() {
-            "jsonl" => Ok(SinkSpec::Jsonl {
+        let template = |v: Option<Spanned<String>>, field: &str| -> Result<String, JobError> {
+            let t = v
+                .map(Spanned::into_inner)
+                .unwrap_or_else(|| "ferry.{db}.{table}".into());
+            if t.is_empty() || t.contains(char::is_whitespace) {
+                return Err(self.err(span.clone(), field, format!("{t:?} is not a usable name")));
+            }
+            Ok(t)
+        };
+        let kind = match raw.kind.get_ref().as_str() {
+            "jsonl" => SinkKind::Jsonl {
                 path: need(raw.path, "sink.path")?,
-            }),
-            "nats" => Ok(SinkSpec::Nats {
+                rotate_bytes: match raw.rotate_bytes {
+                    Some(n) => self.int_in(&n, "sink.rotate_bytes", 4096, i64::MAX)? as u64,
+                    None => 100 << 20,
+                },
+            },
+            "nats" => SinkKind::Nats {
                 url: need(raw.url, "sink.url")?,
-                subject: raw
-                    .subject
+                subject: template(raw.subject, "sink.subject")?,
+                stream: raw
+                    .stream
                     .map(Spanned::into_inner)
-                    .unwrap_or_else(|| "ferry.{db}.{table}".into()),
-            }),
-            "kafka" => Ok(SinkSpec::Kafka {
+                    .unwrap_or_else(|| "FERRY".into()),
+            },
+            "kafka" => SinkKind::Kafka {
                 url: need(raw.url, "sink.url")?,
-                topic: raw
-                    .topic
-                    .map(Spanned::into_inner)
-                    .unwrap_or_else(|| "ferry.{db}.{table}".into()),
-            }),
-            other => Err(self.err(
-                raw.kind.span(),
-                "sink.kind",
-                format!("unknown sink {other:?}; expected jsonl | nats | kafka"),
-            )),
+                topic: template(raw.topic, "sink.topic")?,
+                partitions: match raw.partitions {
+                    Some(n) => self.int_in(&n, "sink.partitions", 1, 10_000)? as i32,
+                    None => 1,
+                },
+            },
+            other => {
+                return Err(self.err(
+                    raw.kind.span(),
+                    "sink.kind",
+                    format!("unknown sink {other:?}; expected jsonl | nats | kafka"),
+                ))
+            }
+        };
+        let exclude_columns = raw.exclude_columns.unwrap_or_default();
+        for g in &exclude_columns {
+            if let Err(e) = globset::Glob::new(g) {
+                return Err(self.err(span.clone(), "sink.exclude_columns", format!("{g:?}: {e}")));
+            }
         }
+        Ok(SinkSpec {
+            kind,
+            snapshot: raw.snapshot.unwrap_or(false),
+            ddl: raw.ddl.unwrap_or(false),
+            exclude_columns,
+        })
     }
 
     fn cdc_start(&self, s: &Spanned<String>) -> Result<CdcStart, JobError> {

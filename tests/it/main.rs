@@ -7,6 +7,7 @@ mod cdc;
 mod resume;
 pub mod server;
 mod service;
+mod subscribe;
 mod verify;
 
 use std::path::{Path, PathBuf};

@@ -258,6 +258,7 @@ pub(crate) mod fixtures {
             alert: false,
             verification: None,
             verifying: None,
+            sink: None,
             events: vec![Event {
                 at_ms: 1_000_000,
                 kind: "stage".into(),

@@ -177,6 +177,9 @@ pub struct Job {
     /// What a running verification is doing.
     #[serde(default)]
     pub verifying: Option<String>,
+    /// A subscribe job's sink and how it is doing.
+    #[serde(default)]
+    pub sink: Option<String>,
     /// Newest last.
     pub events: Vec<Event>,
 }

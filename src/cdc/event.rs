@@ -1,0 +1,414 @@
+//! Change events for `subscribe` jobs: a Debezium-style JSON envelope per
+//! row change (`before`, `after`, `op`, `source`, `ts_ms`), values typed
+//! faithfully (DECIMAL as a string, binary as base64, dates ISO-8601, JSON
+//! as JSON, ENUM as its name, SET as a list of names).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
+use mysql_async::consts::ColumnType;
+use mysql_async::Value;
+use serde_json::{json, Map, Value as Json};
+
+use super::decode::ColumnInfo;
+
+/// What a table's columns need beyond their binlog type.
+#[derive(Debug, Default, Clone)]
+pub struct TableMeta {
+    /// MariaDB's JSON is LONGTEXT with a `json_valid` check: these columns
+    /// are emitted as JSON, not as strings.
+    pub json: Vec<bool>,
+    pub enums: Vec<Option<Vec<String>>>,
+    pub sets: Vec<Option<Vec<String>>>,
+    /// Columns left out (`[sink] exclude_columns`).
+    pub excluded: Vec<bool>,
+}
+
+impl TableMeta {
+    /// From a TABLE_MAP (ENUM and SET names from its FULL metadata) and the
+    /// table's JSON and excluded column names.
+    pub fn from_table_map(
+        tme: &TableMapEvent<'_>,
+        names: &[String],
+        json_columns: &[String],
+        excluded: &dyn Fn(&str) -> bool,
+    ) -> TableMeta {
+        let n = names.len();
+        let mut meta = TableMeta {
+            json: names.iter().map(|c| json_columns.contains(c)).collect(),
+            enums: vec![None; n],
+            sets: vec![None; n],
+            excluded: names.iter().map(|c| excluded(c)).collect(),
+        };
+        let of_type = |ty: ColumnType| -> Vec<usize> {
+            (0..n)
+                .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if t == ty))
+                .collect()
+        };
+        let (enum_cols, set_cols) = (
+            of_type(ColumnType::MYSQL_TYPE_ENUM),
+            of_type(ColumnType::MYSQL_TYPE_SET),
+        );
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        for field in tme.iter_optional_meta().flatten() {
+            match field {
+                OptionalMetadataField::EnumStrValue(v) => {
+                    for (col, values) in enum_cols.iter().zip(v.iter_values().flatten()) {
+                        meta.enums[*col] = Some(
+                            values
+                                .values()
+                                .iter()
+                                .map(|x| text(x.value_raw()))
+                                .collect(),
+                        );
+                    }
+                }
+                OptionalMetadataField::SetStrValue(v) => {
+                    for (col, values) in set_cols.iter().zip(v.iter_values().flatten()) {
+                        meta.sets[*col] = Some(
+                            values
+                                .values()
+                                .iter()
+                                .map(|x| text(x.value_raw()))
+                                .collect(),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        meta
+    }
+}
+
+/// Where an event comes from, for its `source` block; `(file, pos, row)`
+/// is unique per row change and the same when replayed after a crash.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    pub job: &'a str,
+    pub db: &'a str,
+    pub table: &'a str,
+    pub file: &'a str,
+    pub pos: u64,
+    pub row: u32,
+    pub gtid: Option<&'a str>,
+    pub server_id: u32,
+    /// Event time, unix ms (the binlog has seconds).
+    pub ts_ms: u64,
+    pub snapshot: bool,
+}
+
+impl Source<'_> {
+    /// `file:pos:row`: a consumer's deduplication key (also the NATS
+    /// message id).
+    pub fn id(&self) -> String {
+        format!("{}:{}:{}", self.file, self.pos, self.row)
+    }
+}
+
+/// One row change as a JSON object. `op`: c (insert), u (update),
+/// d (delete), r (snapshot read).
+pub fn envelope(
+    op: &str,
+    before: Option<Json>,
+    after: Option<Json>,
+    src: &Source<'_>,
+    now_ms: u64,
+) -> Json {
+    json!({
+        "before": before,
+        "after": after,
+        "op": op,
+        "source": {
+            "connector": "ferry",
+            "job": src.job,
+            "db": src.db,
+            "table": src.table,
+            "file": src.file,
+            "pos": src.pos,
+            "row": src.row,
+            "gtid": src.gtid,
+            "server_id": src.server_id,
+            "ts_ms": src.ts_ms,
+            "snapshot": src.snapshot,
+        },
+        "ts_ms": now_ms,
+    })
+}
+
+/// A DDL statement as an event (`[sink] ddl = true`).
+pub fn ddl_envelope(statement: &str, src: &Source<'_>, now_ms: u64) -> Json {
+    let mut e = envelope("ddl", None, None, src, now_ms);
+    e["ddl"] = Json::String(statement.to_string());
+    e
+}
+
+/// A row image as a JSON object of its (not excluded) columns.
+pub fn row(columns: &[ColumnInfo], values: &[Value], meta: &TableMeta) -> Json {
+    let mut m = Map::with_capacity(columns.len());
+    for (i, (c, v)) in columns.iter().zip(values).enumerate() {
+        if meta.excluded.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        m.insert(c.name.clone(), value(c, v, meta, i));
+    }
+    Json::Object(m)
+}
+
+/// The primary key of a row image as a JSON object (the Kafka message
+/// key), or `None` for a table without one.
+pub fn key(columns: &[ColumnInfo], values: &[Value], meta: &TableMeta) -> Option<Json> {
+    let mut m = Map::new();
+    for (i, (c, v)) in columns.iter().zip(values).enumerate() {
+        if c.primary {
+            m.insert(c.name.clone(), value(c, v, meta, i));
+        }
+    }
+    (!m.is_empty()).then_some(Json::Object(m))
+}
+
+/// One value, typed for JSON consumers.
+pub fn value(c: &ColumnInfo, v: &Value, meta: &TableMeta, i: usize) -> Json {
+    use ColumnType as T;
+    match v {
+        Value::NULL => Json::Null,
+        Value::Int(n) => match (&meta.enums.get(i), c.ty) {
+            (Some(Some(names)), _) => enum_name(names, *n as u64),
+            _ => json!(n),
+        },
+        Value::UInt(n) => {
+            if let Some(Some(names)) = meta.enums.get(i) {
+                return enum_name(names, *n);
+            }
+            if let Some(Some(names)) = meta.sets.get(i) {
+                return set_names(names, *n);
+            }
+            json!(n)
+        }
+        Value::Float(f) => json!(f),
+        Value::Double(d) => json!(d),
+        Value::Date(y, mo, d, h, mi, s, us) => {
+            let date = format!("{y:04}-{mo:02}-{d:02}");
+            if c.ty == T::MYSQL_TYPE_DATE || c.ty == T::MYSQL_TYPE_NEWDATE {
+                return Json::String(date);
+            }
+            let frac = if *us > 0 {
+                format!(".{us:06}")
+            } else {
+                String::new()
+            };
+            let zone = match c.ty {
+                T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2 => "Z",
+                _ => "",
+            };
+            Json::String(format!("{date}T{h:02}:{mi:02}:{s:02}{frac}{zone}"))
+        }
+        Value::Time(neg, days, h, mi, s, us) => {
+            let hours = u64::from(*days) * 24 + u64::from(*h);
+            let frac = if *us > 0 {
+                format!(".{us:06}")
+            } else {
+                String::new()
+            };
+            Json::String(format!(
+                "{}{hours:02}:{mi:02}:{s:02}{frac}",
+                if *neg { "-" } else { "" }
+            ))
+        }
+        Value::Bytes(b) => bytes(c, b, meta, i),
+    }
+}
+
+fn bytes(c: &ColumnInfo, b: &[u8], meta: &TableMeta, i: usize) -> Json {
+    use ColumnType as T;
+    match c.ty {
+        T::MYSQL_TYPE_NEWDECIMAL | T::MYSQL_TYPE_DECIMAL => {
+            return Json::String(String::from_utf8_lossy(b).into_owned())
+        }
+        T::MYSQL_TYPE_JSON => return parse_json(b),
+        T::MYSQL_TYPE_YEAR => {
+            if let Some(n) = std::str::from_utf8(b)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+            {
+                return json!(n);
+            }
+        }
+        T::MYSQL_TYPE_BIT => {
+            return json!(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        }
+        T::MYSQL_TYPE_ENUM => {
+            if let Some(Some(names)) = meta.enums.get(i) {
+                let n = b
+                    .iter()
+                    .rev()
+                    .fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+                return enum_name(names, n);
+            }
+        }
+        _ => {}
+    }
+    if meta.json.get(i).copied().unwrap_or(false) {
+        return parse_json(b);
+    }
+    // A SET read by a SELECT (a snapshot) is "a,b".
+    if c.ty == T::MYSQL_TYPE_SET || c.set_flag {
+        let s = text(c, b);
+        return Json::Array(
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(|x| Json::String(x.to_string()))
+                .collect(),
+        );
+    }
+    if c.is_bytes() {
+        return Json::String(base64::engine::general_purpose::STANDARD.encode(b));
+    }
+    Json::String(text(c, b))
+}
+
+/// Character data as UTF-8: utf8/utf8mb4 as is, latin1 mapped per byte.
+fn text(c: &ColumnInfo, b: &[u8]) -> String {
+    if is_latin1(c.collation) {
+        return b.iter().map(|&x| char::from(x)).collect();
+    }
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// latin1 collations (the binlog carries a column's bytes in its charset;
+/// a SELECT converts them to the session's utf8mb4).
+fn is_latin1(collation: u16) -> bool {
+    matches!(collation, 5 | 8 | 15 | 31 | 47 | 48 | 49 | 94)
+}
+
+fn parse_json(b: &[u8]) -> Json {
+    serde_json::from_slice(b)
+        .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(b).into_owned()))
+}
+
+/// ENUM index `n` (1-based; 0 is the empty error value) as its name.
+fn enum_name(names: &[String], n: u64) -> Json {
+    match n {
+        0 => Json::String(String::new()),
+        n => names
+            .get(n as usize - 1)
+            .map_or_else(|| json!(n), |s| Json::String(s.clone())),
+    }
+}
+
+fn set_names(names: &[String], bits: u64) -> Json {
+    Json::Array(
+        names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i < 64 && bits & (1 << i) != 0)
+            .map(|(_, s)| Json::String(s.clone()))
+            .collect(),
+    )
+}
+
+/// TableMeta per table, built once per TABLE_MAP shape.
+#[derive(Default)]
+pub struct MetaCache {
+    by_table: HashMap<(u64, String, String), Arc<TableMeta>>,
+}
+
+impl MetaCache {
+    pub fn get(
+        &mut self,
+        tme: &TableMapEvent<'_>,
+        names: &[String],
+        json_columns: &[String],
+        excluded: &dyn Fn(&str) -> bool,
+    ) -> Arc<TableMeta> {
+        let key = (
+            tme.table_id(),
+            tme.database_name().into_owned(),
+            tme.table_name().into_owned(),
+        );
+        self.by_table
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(TableMeta::from_table_map(
+                    tme,
+                    names,
+                    json_columns,
+                    excluded,
+                ))
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: ColumnType, collation: u16) -> ColumnInfo {
+        ColumnInfo {
+            name: name.into(),
+            ty,
+            unsigned: false,
+            primary: false,
+            collation,
+            set_flag: false,
+        }
+    }
+
+    #[test]
+    fn values_are_typed_for_consumers() {
+        let m = TableMeta {
+            json: vec![false, false, false, false, false, true],
+            enums: vec![
+                None,
+                None,
+                None,
+                Some(vec!["red".into(), "blue".into()]),
+                None,
+                None,
+            ],
+            sets: vec![
+                None,
+                None,
+                None,
+                None,
+                Some(vec!["a".into(), "b".into(), "c".into()]),
+                None,
+            ],
+            excluded: vec![false; 6],
+        };
+        let dec = col("d", ColumnType::MYSQL_TYPE_NEWDECIMAL, 63);
+        assert_eq!(
+            value(&dec, &Value::Bytes(b"1.50".to_vec()), &m, 0),
+            json!("1.50")
+        );
+        let blob = col("b", ColumnType::MYSQL_TYPE_BLOB, 63);
+        assert_eq!(
+            value(&blob, &Value::Bytes(vec![0, 255]), &m, 1),
+            json!("AP8=")
+        );
+        let ts = col("t", ColumnType::MYSQL_TYPE_TIMESTAMP2, 63);
+        assert_eq!(
+            value(&ts, &Value::Date(2024, 2, 29, 1, 2, 3, 5), &m, 2),
+            json!("2024-02-29T01:02:03.000005Z")
+        );
+        let e = col("e", ColumnType::MYSQL_TYPE_ENUM, 45);
+        assert_eq!(value(&e, &Value::Int(2), &m, 3), json!("blue"));
+        let s = col("s", ColumnType::MYSQL_TYPE_SET, 45);
+        assert_eq!(value(&s, &Value::UInt(0b101), &m, 4), json!(["a", "c"]));
+        let j = col("j", ColumnType::MYSQL_TYPE_BLOB, 45);
+        assert_eq!(
+            value(&j, &Value::Bytes(br#"{"k": [1]}"#.to_vec()), &m, 5),
+            json!({"k": [1]})
+        );
+        let lat = col("l", ColumnType::MYSQL_TYPE_VARCHAR, 8);
+        assert_eq!(value(&lat, &Value::Bytes(vec![0xe9]), &m, 0), json!("é"));
+        let tm = col("tm", ColumnType::MYSQL_TYPE_TIME2, 63);
+        assert_eq!(
+            value(&tm, &Value::Time(true, 1, 2, 3, 4, 0), &m, 0),
+            json!("-26:03:04")
+        );
+    }
+}

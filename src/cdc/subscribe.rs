@@ -1,0 +1,561 @@
+//! `mode = "subscribe"`: the source's binlog delivered as change events
+//! (see [`super::event`]) to a sink, at least once.
+//!
+//! Events of a source transaction are collected until its commit; whole
+//! transactions are sent in batches, and the position after the last one
+//! is checkpointed in the state only once the sink acknowledged the batch.
+//! After a crash the stream resumes from the checkpoint, so events sent
+//! but not checkpointed are sent again, with the same `source.file`,
+//! `source.pos` and `source.row` (consumers deduplicate on them; JetStream
+//! does by itself within its duplicate window, from the message id).
+//!
+//! With `[sink] snapshot = true`, every selected row is first sent as an
+//! `r` event, read in one consistent snapshot whose binlog position
+//! (MariaDB's `binlog_snapshot_file/position`) is where streaming starts.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::prelude::*;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::event::{self, MetaCache, Source, TableMeta};
+use super::{
+    decode, decode_rows, open_stream, position, selected, server_id, start_position, stream_error,
+    uuid_text, BinlogPos, CdcError, Live, Stats,
+};
+use crate::catalog::Catalog;
+use crate::db::{qualified, quote_ident, Connector};
+use crate::job::JobSpec;
+use crate::sink::{Record, Sink};
+use crate::state::{now_ms, Checkpoint, Store};
+
+/// A batch is sent when it holds this many events (at a transaction end)
+/// or when the stream pauses.
+const BATCH_EVENTS: usize = 2000;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// JSON columns per `db.table` (MariaDB's JSON is LONGTEXT with a
+/// `json_valid` check; MySQL's has its own type in the binlog).
+type JsonColumns = HashMap<(String, String), Vec<String>>;
+
+async fn json_columns(job: &JobSpec, source: &Connector) -> Result<JsonColumns, CdcError> {
+    let mut conn = source.connect().await?;
+    let rows: Vec<(String, String, String)> = conn
+        .query(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE \
+             FROM information_schema.CHECK_CONSTRAINTS WHERE CHECK_CLAUSE LIKE 'json_valid(%'",
+        )
+        .await
+        .unwrap_or_default();
+    let _ = conn.disconnect().await;
+    let mut out = JsonColumns::new();
+    for (db, table, clause) in rows {
+        if selected(job, &db, &table).is_none() {
+            continue;
+        }
+        // json_valid(`col`)
+        if let Some(col) = clause
+            .strip_prefix("json_valid(`")
+            .and_then(|c| c.strip_suffix("`)"))
+        {
+            out.entry((db, table))
+                .or_default()
+                .push(col.replace("``", "`"));
+        }
+    }
+    Ok(out)
+}
+
+/// The `[sink] exclude_columns` globs, matched against `db.table.column`.
+fn exclusions(job: &JobSpec) -> globset::GlobSet {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in job.sink.iter().flat_map(|s| &s.exclude_columns) {
+        if let Ok(g) = globset::Glob::new(g) {
+            b.add(g);
+        }
+    }
+    b.build().unwrap_or_else(|_| globset::GlobSet::empty())
+}
+
+/// What the runner sees of the sink: where, and how it is doing.
+pub type SinkState = Mutex<Option<String>>;
+
+/// Streams from the checkpoint (after the snapshot, if asked and not done)
+/// into the job's sink until `cancel` fires or an error.
+pub async fn run(
+    job: &JobSpec,
+    source: &Connector,
+    store: &Store,
+    cancel: CancellationToken,
+    live: Live<'_>,
+    sink_state: &SinkState,
+) -> Result<(), CdcError> {
+    let Some(spec) = &job.sink else {
+        return Err(CdcError::Stream {
+            at: "start".into(),
+            source: mysql_async::Error::Other("a subscribe job needs a [sink]".into()),
+        });
+    };
+    let mut sink = Sink::open(&spec.kind).await?;
+    let what = sink.describe();
+    *sink_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{what}: connected"));
+    let mut json = json_columns(job, source).await?;
+    let excluded = exclusions(job);
+    let mut cp = match store.checkpoint(&job.name)? {
+        Some(cp) => cp,
+        None => {
+            let (position, gtid) = match spec.snapshot {
+                true => {
+                    snapshot(
+                        job, source, &mut sink, &json, &excluded, &cancel, live.limit,
+                    )
+                    .await?
+                }
+                false => start_position(job, source).await?,
+            };
+            let cp = Checkpoint {
+                position,
+                gtid,
+                unix_ms: now_ms(),
+                safe_until: None,
+            };
+            store.put_checkpoint(&job.name, &cp)?;
+            info!(at = %cp.position, "subscription starts");
+            cp
+        }
+    };
+    let start = cp.position.clone();
+    let (mut stream, checksum) = open_stream(job, source, &start, cp.gtid.as_deref()).await?;
+    crate::progress::say(format!(
+        "{}: streaming changes to {what} from {start} (SIGINT/SIGTERM stops)",
+        job.name
+    ));
+    let mut file = start.file.clone();
+    let mut seen_fde = false;
+    let mut gtid: Option<String> = cp.gtid.clone();
+    let mut in_txn = false;
+    let mut stats = Stats::new();
+    let mut metas = MetaCache::default();
+    // Events of the open transaction; whole transactions waiting for the sink.
+    let mut txn: Vec<Record> = Vec::new();
+    let mut batch: Vec<Record> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut batch_end: Option<(BinlogPos, Option<String>)> = None;
+    let mut delivered = 0u64;
+    loop {
+        let pause = match batch_end.is_some() && !in_txn {
+            true => Duration::from_millis(20),
+            false => Duration::from_secs(3600),
+        };
+        let next = tokio::select! {
+            ev = stream.next() => ev,
+            _ = tokio::time::sleep(pause) => None,
+            _ = cancel.cancelled() => {
+                // What the sink has not acknowledged is sent again next time.
+                stats.sample(store, job, &cp, source, live.source).await;
+                return Err(CdcError::Cancelled);
+            }
+        };
+        let Some(ev) = next else {
+            if batch_end.is_some() {
+                flush(
+                    &mut sink,
+                    &mut batch,
+                    &mut batch_bytes,
+                    &mut batch_end,
+                    store,
+                    job,
+                    &mut cp,
+                    &mut delivered,
+                )
+                .await?;
+                *sink_state.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("{what}: ok, {delivered} events delivered"));
+                continue;
+            }
+            return Err(CdcError::StreamEnded {
+                at: cp.position.to_string(),
+            });
+        };
+        let ev = ev.map_err(|e| stream_error(&cp.position, server_id(job), e))?;
+        let header = ev.header();
+        stats.event(header.timestamp(), header.event_type_raw() == 27);
+        let end = u64::from(header.log_pos());
+        match header.event_type_raw() {
+            162 => {
+                let d = ev.data();
+                if d.len() >= 13 {
+                    let seq = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+                    let domain = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
+                    gtid = Some(format!("{domain}-{}-{seq}", header.server_id()));
+                    in_txn = d[12] & 1 == 0;
+                }
+                continue;
+            }
+            160..=171 => continue,
+            27 => {
+                if !in_txn && batch_end.is_some() {
+                    flush(
+                        &mut sink,
+                        &mut batch,
+                        &mut batch_bytes,
+                        &mut batch_end,
+                        store,
+                        job,
+                        &mut cp,
+                        &mut delivered,
+                    )
+                    .await?;
+                }
+                if stats.due() {
+                    stats.sample(store, job, &cp, source, live.source).await;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let data = match ev.read_data() {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(CdcError::Stream {
+                    at: pos_at(&file, end).to_string(),
+                    source: mysql_async::Error::Other(format!("undecodable event: {e}").into()),
+                })
+            }
+        };
+        let mut commit = false;
+        match data {
+            EventData::RotateEvent(r) => {
+                let mut name = r.name_raw().to_vec();
+                if !seen_fde && checksum && header.log_pos() == 0 && name.len() > 4 {
+                    name.truncate(name.len() - 4);
+                }
+                file = String::from_utf8_lossy(&name).into_owned();
+            }
+            EventData::FormatDescriptionEvent(_) => seen_fde = true,
+            EventData::GtidEvent(g) => {
+                gtid = Some(format!("{}:{}", uuid_text(&g.sid()), g.gno()));
+                in_txn = false;
+            }
+            EventData::QueryEvent(q) => match q.query().trim() {
+                "BEGIN" => in_txn = true,
+                "COMMIT" => commit = true,
+                statement => {
+                    let schema = q.schema().into_owned();
+                    let ddl_db = ddl_database(job, &schema, statement);
+                    if let (true, Some(schema)) = (spec.ddl, ddl_db) {
+                        let src = Source {
+                            job: &job.name,
+                            db: schema,
+                            table: "",
+                            file: &file,
+                            pos: end,
+                            row: 0,
+                            gtid: gtid.as_deref(),
+                            server_id: header.server_id(),
+                            ts_ms: u64::from(header.timestamp()) * 1000,
+                            snapshot: false,
+                        };
+                        let payload = event::ddl_envelope(statement, &src, now_ms());
+                        txn.push(Record {
+                            db: schema.to_string(),
+                            table: "_ddl".into(),
+                            key: None,
+                            id: src.id(),
+                            payload: serde_json::to_vec(&payload).unwrap_or_default(),
+                        });
+                    }
+                    // Column types may have changed.
+                    json = json_columns(job, source).await?;
+                    commit = !in_txn;
+                }
+            },
+            EventData::XidEvent(_) => commit = true,
+            EventData::RowsEvent(rows) => {
+                let Some(tme) = stream.get_tme(rows.table_id()) else {
+                    return Err(CdcError::Stream {
+                        at: pos_at(&file, end).to_string(),
+                        source: mysql_async::Error::Other(
+                            format!(
+                                "rows event for table id {} without its TABLE_MAP",
+                                rows.table_id()
+                            )
+                            .into(),
+                        ),
+                    });
+                };
+                let db = tme.database_name().into_owned();
+                let table = tme.table_name().into_owned();
+                if selected(job, &db, &table).is_none() {
+                    continue;
+                }
+                let op = match rows {
+                    RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => "c",
+                    RowsEventData::UpdateRowsEvent(_)
+                    | RowsEventData::UpdateRowsEventV1(_)
+                    | RowsEventData::PartialUpdateRowsEvent(_) => "u",
+                    RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => "d",
+                };
+                let images = decode_rows(&rows, tme, &pos_at(&file, end))?;
+                let Some(first) = images.first() else {
+                    continue;
+                };
+                let cols = first
+                    .1
+                    .as_ref()
+                    .or(first.0.as_ref())
+                    .map(|i| i.columns.clone())
+                    .unwrap_or_default();
+                let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+                let json_cols = json
+                    .get(&(db.clone(), table.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                let prefix = format!("{db}.{table}.");
+                let meta = metas.get(tme, &names, &json_cols, &|c: &str| {
+                    excluded.is_match(format!("{prefix}{c}"))
+                });
+                stats.rows += images.len() as u64;
+                live.limit.acquire(images.len() as u64).await;
+                let now = now_ms();
+                for (i, (before, after)) in images.into_iter().enumerate() {
+                    let src = Source {
+                        job: &job.name,
+                        db: &db,
+                        table: &table,
+                        file: &file,
+                        pos: end,
+                        row: i as u32,
+                        gtid: gtid.as_deref(),
+                        server_id: header.server_id(),
+                        ts_ms: u64::from(header.timestamp()) * 1000,
+                        snapshot: false,
+                    };
+                    let image = |im: &Option<super::apply::Image>| {
+                        im.as_ref()
+                            .map(|im| event::row(&im.columns, &im.values, &meta))
+                    };
+                    let key_of = after
+                        .as_ref()
+                        .or(before.as_ref())
+                        .and_then(|im| event::key(&im.columns, &im.values, &meta));
+                    let payload = event::envelope(op, image(&before), image(&after), &src, now);
+                    txn.push(Record {
+                        db: db.clone(),
+                        table: table.clone(),
+                        key: key_of.map(|k| serde_json::to_vec(&k).unwrap_or_default()),
+                        id: src.id(),
+                        payload: serde_json::to_vec(&payload).unwrap_or_default(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        if commit {
+            in_txn = false;
+            batch_bytes += txn.iter().map(|r| r.payload.len()).sum::<usize>();
+            batch.append(&mut txn);
+            batch_end = Some((pos_at(&file, end), gtid.clone()));
+            if batch.len() >= BATCH_EVENTS || batch_bytes >= BATCH_BYTES {
+                flush(
+                    &mut sink,
+                    &mut batch,
+                    &mut batch_bytes,
+                    &mut batch_end,
+                    store,
+                    job,
+                    &mut cp,
+                    &mut delivered,
+                )
+                .await?;
+                *sink_state.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("{what}: ok, {delivered} events delivered"));
+            }
+        }
+        if stats.due() {
+            stats.sample(store, job, &cp, source, live.source).await;
+        }
+    }
+}
+
+/// The selected database a statement ran in or names (`db.` or
+/// `` `db`. ``), if any.
+fn ddl_database<'j>(job: &'j JobSpec, schema: &str, statement: &str) -> Option<&'j str> {
+    let names = |db: &str| {
+        statement.contains(&format!("`{db}`.")) || {
+            let needle = format!("{db}.");
+            statement.match_indices(&needle).any(|(i, _)| {
+                statement[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            })
+        }
+    };
+    job.select
+        .iter()
+        .find(|s| s.database == schema || names(&s.database))
+        .map(|s| s.database.as_str())
+}
+
+fn pos_at(file: &str, pos: u64) -> BinlogPos {
+    BinlogPos {
+        file: file.to_string(),
+        pos,
+    }
+}
+
+/// Sends the batch; once the sink acknowledged it, checkpoints its end.
+#[allow(clippy::too_many_arguments)]
+async fn flush(
+    sink: &mut Sink,
+    batch: &mut Vec<Record>,
+    batch_bytes: &mut usize,
+    batch_end: &mut Option<(BinlogPos, Option<String>)>,
+    store: &Store,
+    job: &JobSpec,
+    cp: &mut Checkpoint,
+    delivered: &mut u64,
+) -> Result<(), CdcError> {
+    sink.send(batch).await?;
+    *delivered += batch.len() as u64;
+    batch.clear();
+    *batch_bytes = 0;
+    if let Some((pos, gtid)) = batch_end.take() {
+        cp.position = pos;
+        cp.gtid = gtid;
+        cp.unix_ms = now_ms();
+        store.put_checkpoint(&job.name, cp)?;
+    }
+    Ok(())
+}
+
+/// Sends every selected row as an `r` event from one consistent snapshot;
+/// returns the binlog position the snapshot corresponds to.
+async fn snapshot(
+    job: &JobSpec,
+    source: &Connector,
+    sink: &mut Sink,
+    json: &JsonColumns,
+    excluded: &globset::GlobSet,
+    cancel: &CancellationToken,
+    limit: &crate::full::RateLimit,
+) -> Result<(BinlogPos, Option<String>), CdcError> {
+    let catalog = Catalog::read(job, source).await?;
+    let mut conn = source.connect().await?;
+    let err = || source.query_err("opening a consistent snapshot");
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(err())?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(err())?;
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(err())?;
+    let get = |n: &str| {
+        status
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let at = match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+        (Some(file), Some(pos)) if !file.is_empty() => BinlogPos {
+            file,
+            pos: pos.parse().unwrap_or(4),
+        },
+        // MySQL has no snapshot position: the head now, after the snapshot
+        // opened. Changes in between may be sent twice (at least once).
+        _ => position::head(&mut conn, source).await?.0,
+    };
+    info!(at = %at, tables = catalog.tables.len(), "snapshot for the subscription");
+    let mut row_no: u32 = 0;
+    let mut batch = Vec::new();
+    for t in &catalog.tables {
+        let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "SELECT {} FROM {}",
+            cols.join(", "),
+            qualified(&t.db, &t.name)
+        );
+        let mut result = conn
+            .exec_iter(sql, ())
+            .await
+            .map_err(source.query_err(format!("reading {} for the snapshot", t.id())))?;
+        let columns: Vec<decode::ColumnInfo> = result
+            .columns()
+            .map(|cs| cs.iter().map(decode::ColumnInfo::from_column).collect())
+            .unwrap_or_default();
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let json_cols = json
+            .get(&(t.db.clone(), t.name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let meta = TableMeta {
+            json: names.iter().map(|c| json_cols.contains(c)).collect(),
+            enums: vec![None; names.len()],
+            sets: vec![None; names.len()],
+            excluded: names
+                .iter()
+                .map(|c| excluded.is_match(format!("{}.{}.{c}", t.db, t.name)))
+                .collect(),
+        };
+        // The catalog knows the primary key; a SELECT's metadata may not.
+        let mut columns = columns;
+        if let Some(k) = &t.key {
+            for c in columns.iter_mut() {
+                c.primary = k.index == "PRIMARY" && k.columns.contains(&c.name);
+            }
+        }
+        while let Some(row) = result
+            .next()
+            .await
+            .map_err(source.query_err(format!("reading {} for the snapshot", t.id())))?
+        {
+            let values = row.unwrap();
+            let src = Source {
+                job: &job.name,
+                db: &t.db,
+                table: &t.name,
+                file: &at.file,
+                pos: at.pos,
+                row: row_no,
+                gtid: None,
+                server_id: 0,
+                ts_ms: now_ms(),
+                snapshot: true,
+            };
+            row_no = row_no.wrapping_add(1);
+            let after = event::row(&columns, &values, &meta);
+            let key = event::key(&columns, &values, &meta);
+            let payload = event::envelope("r", None, Some(after), &src, now_ms());
+            batch.push(Record {
+                db: t.db.clone(),
+                table: t.name.clone(),
+                key: key.map(|k| serde_json::to_vec(&k).unwrap_or_default()),
+                id: src.id(),
+                payload: serde_json::to_vec(&payload).unwrap_or_default(),
+            });
+            if batch.len() >= BATCH_EVENTS {
+                if cancel.is_cancelled() {
+                    return Err(CdcError::Cancelled);
+                }
+                limit.acquire(batch.len() as u64).await;
+                sink.send(&batch).await?;
+                batch.clear();
+            }
+        }
+    }
+    limit.acquire(batch.len() as u64).await;
+    sink.send(&batch).await?;
+    let _ = conn.query_drop("COMMIT").await;
+    let _ = conn.disconnect().await;
+    Ok((at, None))
+}
