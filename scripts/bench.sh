@@ -17,9 +17,9 @@
 # slave_parallel_threads=4 optimistic) each apply the backlog to a copy of
 # the pre-burst data.
 #
-# Verification: see bench_verify below.
+# Verification and subscriptions: see bench_verify and bench_subscribe.
 #
-#   scripts/bench.sh [full|cdc|verify|all]   (default all; ROWS=250000 TABLES=4
+#   scripts/bench.sh [full|cdc|verify|subscribe|all]   (default all; ROWS=250000 TABLES=4
 #                                      THREADS=4 ROUNDS=1 BURST=30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -389,11 +389,91 @@ EOF
   echo "ferry verify peak RSS: $(($(cat "$WORK/vrss") / 1024)) MiB"
 }
 
+# ------------------------------------------------------------ subscriptions
+# A BURST-second sysbench oltp_write_only burst on the source; then, from
+# the position before it, a subscribe job delivers every row change to the
+# jsonl sink (a file, fsync per batch) and to NATS JetStream (a local
+# nats-server -js, every publish acknowledged); beside them the binlog
+# decode rate of the same range (ferry's stream with a null sink).
+bench_subscribe() {
+  command -v nats-server >/dev/null 2>&1 || {
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq nats-server >/dev/null
+  }
+  echo "== subscribe: preparing sbcdc (4 x $CDC_ROWS rows)"
+  sql source -e "DROP DATABASE IF EXISTS sbcdc; CREATE DATABASE sbcdc"
+  sbc --threads=2 prepare >/dev/null
+  read -r P_FILE P_POS _ < <(sql source -N -e "SHOW MASTER STATUS")
+  echo "== subscribe: ${BURST}s sysbench oltp_write_only burst (4 threads) from $P_FILE:$P_POS"
+  TXNS=$(sbc --threads=4 --time="$BURST" run | awk '/transactions:/ {print $2}')
+  read -r E_FILE E_POS _ < <(sql source -N -e "SHOW MASTER STATUS")
+  ROWS_CHANGED=$((TXNS * 4))
+  ferry_job bench-decode sync "$TARGET_PORT" sbcdc_ferry >"$WORK/decode.toml"
+  read -r _ _ decode_s < <("$FERRY" decode-bench "$WORK/decode.toml" "$P_FILE:$P_POS" "$E_FILE:$E_POS")
+
+  local nats_port=24222
+  mkdir -p "$WORK/nats"
+  nats-server -js -a 127.0.0.1 -p $nats_port -sd "$WORK/nats" >/dev/null 2>&1 &
+  NATS_PID=$!
+  trap 'kill $NATS_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  until (exec 3<>/dev/tcp/127.0.0.1/$nats_port) 2>/dev/null; do sleep 0.05; done
+
+  sub_run() { # sub_run NAME SINK-TOML: prints seconds to deliver the burst
+    cat >"$WORK/sub.toml" <<EOF
+name = "$1"
+mode = "subscribe"
+[source]
+host = "127.0.0.1"
+port = $SOURCE_PORT
+user = "ferry"
+password_env = "FERRY_SRC_PASSWORD"
+server_id = 7002
+[[select]]
+database = "sbcdc"
+[cdc]
+start = "$P_FILE:$P_POS"
+[sink]
+$2
+EOF
+    rm -rf "$WORK/sub-state" "$WORK/events.jsonl"*
+    local t0; t0=$(now)
+    "$FERRY" --state "$WORK/sub-state" run "$WORK/sub.toml" 2>"$WORK/sub.err" &
+    local pid=$!
+    while :; do
+      pos=$("$FERRY" --state "$WORK/sub-state" status --json 2>/dev/null | awk -F'"' '/"position"/ {print $4; exit}')
+      f=${pos%:*}; p=${pos##*:}
+      if [ "$f" = "$E_FILE" ] && [ "${p:-0}" -ge "$E_POS" ] 2>/dev/null; then break; fi
+      kill -0 $pid 2>/dev/null || { cat "$WORK/sub.err" >&2; exit 1; }
+      sleep 0.05
+    done
+    echo "$(now) - $t0" | bc
+    kill -TERM $pid; wait $pid 2>/dev/null || true
+  }
+  jsonl_s=$(sub_run bench-jsonl "kind = \"jsonl\"
+path = \"$WORK/events.jsonl\"
+rotate_bytes = 1073741824")
+  local lines; lines=$(cat "$WORK"/events.jsonl* | wc -l)
+  [ "$lines" -ge "$ROWS_CHANGED" ] || { echo "jsonl: $lines events, expected $ROWS_CHANGED" >&2; exit 1; }
+  nats_s=$(sub_run bench-nats "kind = \"nats\"
+url = \"nats://127.0.0.1:$nats_port\"
+stream = \"BENCH\"")
+  kill $NATS_PID 2>/dev/null || true
+  crate() { echo "$ROWS_CHANGED / $1" | bc; }
+  echo
+  echo "Change events of a ${BURST}s sysbench oltp_write_only burst ($TXNS transactions, $ROWS_CHANGED row changes)"
+  echo "(each sink time includes ferry's start-up, connecting and the status polling that detects the end)"
+  printf '%-48s %8s %10s %12s\n' "" seconds events/s "of decode"
+  printf '%-48s %8.2f %10d %12s\n' "binlog stream + decode, null sink" "$decode_s" "$(crate "$decode_s")" "1.00"
+  printf '%-48s %8.2f %10d %12s\n' "subscribe -> jsonl file (fsync per batch)" "$jsonl_s" "$(crate "$jsonl_s")" "$(echo "scale=2; $decode_s / $jsonl_s" | bc)"
+  printf '%-48s %8.2f %10d %12s\n' "subscribe -> NATS JetStream (acks awaited)" "$nats_s" "$(crate "$nats_s")" "$(echo "scale=2; $decode_s / $nats_s" | bc)"
+}
+
 case $WHAT in
   full) bench_full ;;
   cdc) bench_cdc ;;
   verify) bench_verify ;;
-  all) bench_full; echo; bench_cdc; echo; bench_verify ;;
-  *) echo "usage: scripts/bench.sh [full|cdc|verify|all]" >&2; exit 2 ;;
+  subscribe) bench_subscribe ;;
+  all) bench_full; echo; bench_cdc; echo; bench_verify; echo; bench_subscribe ;;
+  *) echo "usage: scripts/bench.sh [full|cdc|verify|subscribe|all]" >&2; exit 2 ;;
 esac
 

@@ -409,3 +409,169 @@ fn nats_delivers_every_change_in_order_across_a_kill() {
     run.assert_running();
     run.stop();
 }
+
+/// The tansu broker (a Kafka-protocol broker with memory storage, see
+/// ../shared/BROKERS.md): `$FERRY_TANSU`, else `tansu` on the PATH
+/// (scripts/test.sh installs it).
+struct Tansu {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let bin = std::env::var("FERRY_TANSU").unwrap_or_else(|_| "tansu".into());
+        let port = server::free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin}: {e} (scripts/test.sh installs tansu)"));
+        wait_until(Duration::from_secs(20), "tansu to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Tansu { child, port }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every record of every partition of `topic`, as (partition, key, JSON).
+fn kafka_records(port: u16, topic: &str, partitions: i32) -> Vec<(i32, Json, Json)> {
+    rt().block_on(async {
+        use rskafka::client::partition::UnknownTopicHandling;
+        let Ok(client) = rskafka::client::ClientBuilder::new(vec![format!("127.0.0.1:{port}")])
+            .build()
+            .await
+        else {
+            return Vec::new();
+        };
+        let topics = client.list_topics().await.unwrap_or_default();
+        if !topics.iter().any(|t| t.name == topic) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            let Ok(pc) = client
+                .partition_client(topic.to_string(), p, UnknownTopicHandling::Error)
+                .await
+            else {
+                continue;
+            };
+            let mut offset = 0;
+            loop {
+                let Ok((records, _)) = pc.fetch_records(offset, 1..10_000_000, 100).await else {
+                    break;
+                };
+                if records.is_empty() {
+                    break;
+                }
+                for r in records {
+                    offset = r.offset + 1;
+                    let key = r.record.key.map_or(Json::Null, |k| {
+                        serde_json::from_slice(&k).expect("JSON key")
+                    });
+                    let value = serde_json::from_slice(&r.record.value.unwrap_or_default())
+                        .expect("JSON value");
+                    out.push((p, key, value));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// Kafka (a real Kafka-protocol broker): the same changes, killed -9
+/// mid-stream and restarted; every change arrives at least once, in order
+/// per key; a key always lands in the same partition and is the primary key.
+#[test]
+fn kafka_delivers_every_change_in_order_across_a_kill() {
+    let (source, _) = shared();
+    let broker = Tansu::start();
+    source.sql(
+        "DROP DATABASE IF EXISTS sk_src; CREATE DATABASE sk_src;
+         CREATE TABLE sk_src.t (id INT PRIMARY KEY, v INT NOT NULL);",
+    );
+    let tmp = temp_dir("subscribe-kafka");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &subscribe_job(
+            "sk",
+            5403,
+            "sk_src",
+            &format!(
+                "kind = \"kafka\"\nurl = \"127.0.0.1:{}\"\ntopic = \"cdc.{{db}}.{{table}}\"\npartitions = 2",
+                broker.port
+            ),
+            source,
+        ),
+    );
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    const VERSIONS: i64 = 8;
+    let workload = std::thread::spawn(|| {
+        let (source, _) = shared();
+        source.sql("INSERT INTO sk_src.t SELECT seq, 0 FROM sk_src.seq_1_to_200");
+        for _ in 1..VERSIONS {
+            std::thread::sleep(Duration::from_millis(150));
+            source.sql("UPDATE sk_src.t SET v = v + 1");
+        }
+        source.sql("DELETE FROM sk_src.t WHERE id > 190");
+    });
+    let topic = "cdc.sk_src.t";
+    wait_until(Duration::from_secs(30), "records in the topic", || {
+        !kafka_records(broker.port, topic, 2).is_empty()
+    });
+    run.kill();
+    let mut run = SyncRun::start(&state, &job);
+    workload.join().expect("workload");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let records = kafka_records(broker.port, topic, 2);
+        let events: Vec<Json> = records.iter().map(|(_, _, v)| v.clone()).collect();
+        let per_key = versions_per_key(&events);
+        let complete = per_key.len() == 200
+            && per_key.values().all(|v| v.contains(&(VERSIONS - 1)))
+            && per_key.range(191..).all(|(_, v)| v.len() > VERSIONS as usize);
+        if complete {
+            for (id, vs) in &per_key {
+                for want in 0..VERSIONS {
+                    assert!(vs.contains(&want), "key {id}: version {want} missing in {vs:?}");
+                }
+                assert!(vs.windows(2).all(|w| w[0] <= w[1]), "key {id}: out of order {vs:?}");
+            }
+            let mut partition_of = BTreeMap::new();
+            for (p, key, value) in &records {
+                let row = if value["after"].is_null() { &value["before"] } else { &value["after"] };
+                assert_eq!(key, &json!({"id": row["id"]}), "the key is the primary key");
+                let first = partition_of.entry(row["id"].as_i64().expect("id")).or_insert(*p);
+                assert_eq!(first, p, "a key stays in one partition");
+            }
+            assert!(
+                partition_of.values().any(|p| *p == 1),
+                "keys spread over both partitions"
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not every change arrived: {} keys, e.g. {:?}\nlog:\n{}",
+                per_key.len(),
+                per_key.iter().next(),
+                log_tail(&state)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    run.assert_running();
+    run.stop();
+}

@@ -313,15 +313,16 @@ fn detail(frame: &mut Frame, app: &App, job: &Job, area: Rect) {
             r.lines().next().unwrap_or("").to_string(),
             style(app, Color::Red),
         ),
-        None => Line::raw(match &job.full {
-            Some(f) => format!(
+        None => Line::raw(match (&job.full, &job.sink) {
+            (_, Some(sink)) => format!("sink: {sink}"),
+            (Some(f), None) => format!(
                 "full load {}/{} rows, {}/{} tables done",
                 f.rows_done,
                 f.rows_total,
                 f.tables.iter().filter(|t| t.done).count(),
                 f.tables.len()
             ),
-            None => String::new(),
+            (None, None) => String::new(),
         }),
     });
     frame.render_widget(Paragraph::new(head_lines), head);
