@@ -559,3 +559,35 @@ async fn snapshot(
     let _ = conn.disconnect().await;
     Ok((at, None))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_is_matched_to_a_selected_database() {
+        let job = crate::job::parse_job(
+            "t.toml",
+            "name = \"s\"\nmode = \"subscribe\"\n[source]\nhost = \"h\"\nport = 1\nuser = \"u\"\n\
+             password_env = \"P\"\n[[select]]\ndatabase = \"shop\"\n[sink]\nkind = \"jsonl\"\npath = \"-\"\n",
+        )
+        .expect("job");
+        assert_eq!(
+            ddl_database(&job, "shop", "ALTER TABLE t ADD c INT"),
+            Some("shop")
+        );
+        assert_eq!(
+            ddl_database(&job, "", "ALTER TABLE shop.t ADD c INT"),
+            Some("shop")
+        );
+        assert_eq!(
+            ddl_database(&job, "", "ALTER TABLE `shop`.t ADD c INT"),
+            Some("shop")
+        );
+        assert_eq!(
+            ddl_database(&job, "", "ALTER TABLE myshop.t ADD c INT"),
+            None
+        );
+        assert_eq!(ddl_database(&job, "other", "CREATE TABLE x (a INT)"), None);
+    }
+}

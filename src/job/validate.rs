@@ -537,6 +537,56 @@ chunk_rows = 500
 "#;
 
     #[test]
+    fn sinks_and_verify_options_are_validated() {
+        let sub = |sink: &str| {
+            format!(
+                "name = \"s\"\nmode = \"subscribe\"\n[source]\nhost = \"h\"\nport = 1\nuser = \"u\"\n\
+                 password_env = \"P\"\n[[select]]\ndatabase = \"shop\"\n[sink]\n{sink}\n"
+            )
+        };
+        let job = parse_job(
+            "s.toml",
+            &sub("kind = \"kafka\"\nurl = \"k:9092\"\npartitions = 3\nsnapshot = true\nexclude_columns = [\"*.*.pw\"]"),
+        )
+        .expect("valid");
+        let sink = job.sink.expect("sink");
+        assert!(sink.snapshot && !sink.ddl);
+        assert_eq!(
+            sink.kind,
+            SinkKind::Kafka {
+                url: "k:9092".into(),
+                topic: "ferry.{db}.{table}".into(),
+                partitions: 3
+            }
+        );
+        let e = parse_job(
+            "s.toml",
+            &sub("kind = \"kafka\"\nurl = \"k\"\npartitions = 0"),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "sink.partitions");
+        let e = parse_job("s.toml", &sub("kind = \"nats\"")).unwrap_err();
+        assert_eq!(e.field, "sink.url");
+        let e = parse_job(
+            "s.toml",
+            &sub("kind = \"jsonl\"\npath = \"-\"\nexclude_columns = [\"[\"]"),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "sink.exclude_columns");
+        let e = parse_job("g.toml", &format!("{GOOD}\n[verify]\nchunk_rows = 5\n")).unwrap_err();
+        assert_eq!(e.field, "verify.chunk_rows");
+        let job = parse_job(
+            "g.toml",
+            &format!("{GOOD}\n[verify]\nafter_full = \"count\"\nmax_diffs = 7\n"),
+        )
+        .expect("valid");
+        assert_eq!(
+            (job.verify.after_full, job.verify.max_diffs),
+            (VerifyLevel::Count, 7)
+        );
+    }
+
+    #[test]
     fn parses_a_good_job() {
         let job = parse_job("good.toml", GOOD).expect("valid");
         assert_eq!(job.name, "shop-copy");

@@ -424,7 +424,13 @@ impl Tansu {
         let port = server::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = std::process::Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -541,19 +547,33 @@ fn kafka_delivers_every_change_in_order_across_a_kill() {
         let per_key = versions_per_key(&events);
         let complete = per_key.len() == 200
             && per_key.values().all(|v| v.contains(&(VERSIONS - 1)))
-            && per_key.range(191..).all(|(_, v)| v.len() > VERSIONS as usize);
+            && per_key
+                .range(191..)
+                .all(|(_, v)| v.len() > VERSIONS as usize);
         if complete {
             for (id, vs) in &per_key {
                 for want in 0..VERSIONS {
-                    assert!(vs.contains(&want), "key {id}: version {want} missing in {vs:?}");
+                    assert!(
+                        vs.contains(&want),
+                        "key {id}: version {want} missing in {vs:?}"
+                    );
                 }
-                assert!(vs.windows(2).all(|w| w[0] <= w[1]), "key {id}: out of order {vs:?}");
+                assert!(
+                    vs.windows(2).all(|w| w[0] <= w[1]),
+                    "key {id}: out of order {vs:?}"
+                );
             }
             let mut partition_of = BTreeMap::new();
             for (p, key, value) in &records {
-                let row = if value["after"].is_null() { &value["before"] } else { &value["after"] };
+                let row = if value["after"].is_null() {
+                    &value["before"]
+                } else {
+                    &value["after"]
+                };
                 assert_eq!(key, &json!({"id": row["id"]}), "the key is the primary key");
-                let first = partition_of.entry(row["id"].as_i64().expect("id")).or_insert(*p);
+                let first = partition_of
+                    .entry(row["id"].as_i64().expect("id"))
+                    .or_insert(*p);
                 assert_eq!(first, p, "a key stays in one partition");
             }
             assert!(
