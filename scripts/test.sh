@@ -11,6 +11,7 @@ command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
 command -v sysbench >/dev/null 2>&1 || missing+=(sysbench)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=""
@@ -21,6 +22,24 @@ fi
 if [ ! -d ../shared/datasets/sakila ]; then
   echo "warning: ../shared/datasets/sakila is missing; the Sakila test will fail" >&2
 fi
+
+# A Kafka-protocol broker for the Kafka sink test: tansu, from crates.io
+# (memory storage needs its dynostore feature; a debug build is enough for
+# a test broker and builds in about half the time).
+if [ -z "${FERRY_TANSU:-}" ]; then
+  if command -v tansu >/dev/null 2>&1; then
+    FERRY_TANSU=$(command -v tansu)
+  elif [ -x "$HOME/.cargo/bin/tansu" ]; then
+    FERRY_TANSU=$HOME/.cargo/bin/tansu
+  else
+    echo "== installing tansu (a Kafka-protocol broker, for the Kafka sink test; several minutes, once)"
+    CARGO_TARGET_DIR=${TMPDIR:-/tmp}/ferry-tansu-build cargo install tansu --version 0.6.0 \
+      --features dynostore --debug --locked --quiet --root "$HOME/.cargo"
+    rm -rf "${TMPDIR:-/tmp}/ferry-tansu-build"
+    FERRY_TANSU=$HOME/.cargo/bin/tansu
+  fi
+fi
+export FERRY_TANSU
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -153,34 +153,41 @@ pub async fn run(
             false => Duration::from_secs(3600),
         };
         let next = tokio::select! {
-            ev = stream.next() => ev,
+            ev = stream.next() => match ev {
+                Some(ev) => Some(ev),
+                None => return Err(CdcError::StreamEnded { at: cp.position.to_string() }),
+            },
             _ = tokio::time::sleep(pause) => None,
             _ = cancel.cancelled() => {
-                // What the sink has not acknowledged is sent again next time.
+                // Whole transactions read so far go out; anything the sink
+                // has not acknowledged is sent again next time.
+                if batch_end.is_some() {
+                    let _ = flush(
+                        &mut sink, &mut batch, &mut batch_bytes, &mut batch_end, store, job,
+                        &mut cp, &mut delivered,
+                    )
+                    .await;
+                }
                 stats.sample(store, job, &cp, source, live.source).await;
                 return Err(CdcError::Cancelled);
             }
         };
+        // The stream paused with whole transactions waiting: send them.
         let Some(ev) = next else {
-            if batch_end.is_some() {
-                flush(
-                    &mut sink,
-                    &mut batch,
-                    &mut batch_bytes,
-                    &mut batch_end,
-                    store,
-                    job,
-                    &mut cp,
-                    &mut delivered,
-                )
-                .await?;
-                *sink_state.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("{what}: ok, {delivered} events delivered"));
-                continue;
-            }
-            return Err(CdcError::StreamEnded {
-                at: cp.position.to_string(),
-            });
+            flush(
+                &mut sink,
+                &mut batch,
+                &mut batch_bytes,
+                &mut batch_end,
+                store,
+                job,
+                &mut cp,
+                &mut delivered,
+            )
+            .await?;
+            *sink_state.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{what}: ok, {delivered} events delivered"));
+            continue;
         };
         let ev = ev.map_err(|e| stream_error(&cp.position, server_id(job), e))?;
         let header = ev.header();
