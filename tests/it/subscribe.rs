@@ -259,9 +259,30 @@ impl NatsServer {
     fn start() -> NatsServer {
         let dir = temp_dir("nats");
         let port = server::free_port();
+        let child = Self::spawn(dir.path(), port);
+        NatsServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Killed and started again on the same port and store.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self._dir.path(), self.port);
+    }
+
+    fn down(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(dir: &Path, port: u16) -> std::process::Child {
         let child = std::process::Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
+            .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -269,11 +290,7 @@ impl NatsServer {
         wait_until(Duration::from_secs(20), "nats-server to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        NatsServer {
-            child,
-            port,
-            _dir: dir,
-        }
+        child
     }
 }
 
@@ -333,7 +350,7 @@ fn versions_per_key(events: &[Json]) -> BTreeMap<i64, Vec<i64>> {
 #[test]
 fn nats_delivers_every_change_in_order_across_a_kill() {
     let (source, _) = shared();
-    let nats = NatsServer::start();
+    let mut nats = NatsServer::start();
     source.sql(
         "DROP DATABASE IF EXISTS sn_src; CREATE DATABASE sn_src;
          CREATE TABLE sn_src.t (id INT PRIMARY KEY, v INT NOT NULL);",
@@ -407,6 +424,32 @@ fn nats_delivers_every_change_in_order_across_a_kill() {
         std::thread::sleep(Duration::from_millis(300));
     }
     run.assert_running();
+
+    // The sink goes down: the job retries, its position stays; the sink
+    // comes back: the changes made meanwhile arrive.
+    nats.down();
+    source.sql("UPDATE sn_src.t SET v = v + 100 WHERE id <= 10");
+    wait_until(Duration::from_secs(30), "the job to retry", || {
+        let out = ferry(&state)
+            .args(["status", "--json"])
+            .output()
+            .expect("status");
+        let s: ferry_proto::Status = serde_json::from_slice(&out.stdout).expect("status JSON");
+        s.jobs[0].state == "retrying"
+    });
+    nats.restart();
+    wait_until(
+        Duration::from_secs(60),
+        "the changes made while NATS was down",
+        || {
+            let per_key = versions_per_key(&nats_messages(nats.port, "SN"));
+            (1..=10).all(|id| {
+                per_key
+                    .get(&id)
+                    .is_some_and(|v| v.last() == Some(&(VERSIONS - 1 + 100)))
+            })
+        },
+    );
     run.stop();
 }
 
