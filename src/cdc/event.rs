@@ -10,7 +10,7 @@ use base64::Engine;
 use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
 use mysql_async::consts::ColumnType;
 use mysql_async::Value;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
 use super::decode::ColumnInfo;
 
@@ -108,65 +108,108 @@ impl Source<'_> {
     }
 }
 
-/// One row change as a JSON object. `op`: c (insert), u (update),
-/// d (delete), r (snapshot read).
-pub fn envelope(
+/// A row image with what it takes to write it as JSON.
+#[derive(Clone, Copy)]
+pub struct RowRef<'a> {
+    pub columns: &'a [ColumnInfo],
+    pub values: &'a [Value],
+    pub meta: &'a TableMeta,
+}
+
+/// One row change as a JSON envelope (written straight into bytes). `op`:
+/// c (insert), u (update), d (delete), r (snapshot read), ddl (with the
+/// statement in `ddl`).
+pub fn encode(
     op: &str,
-    before: Option<Json>,
-    after: Option<Json>,
+    before: Option<RowRef<'_>>,
+    after: Option<RowRef<'_>>,
     src: &Source<'_>,
     now_ms: u64,
-) -> Json {
-    json!({
-        "before": before,
-        "after": after,
-        "op": op,
-        "source": {
-            "connector": "ferry",
-            "job": src.job,
-            "db": src.db,
-            "table": src.table,
-            "file": src.file,
-            "pos": src.pos,
-            "row": src.row,
-            "gtid": src.gtid,
-            "server_id": src.server_id,
-            "ts_ms": src.ts_ms,
-            "snapshot": src.snapshot,
-        },
-        "ts_ms": now_ms,
-    })
+    ddl: Option<&str>,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(512);
+    b.extend_from_slice(b"{\"before\":");
+    write_row(&mut b, before);
+    b.extend_from_slice(b",\"after\":");
+    write_row(&mut b, after);
+    b.extend_from_slice(b",\"op\":");
+    write_str(&mut b, op);
+    b.extend_from_slice(b",\"source\":{\"connector\":\"ferry\",\"job\":");
+    write_str(&mut b, src.job);
+    b.extend_from_slice(b",\"db\":");
+    write_str(&mut b, src.db);
+    b.extend_from_slice(b",\"table\":");
+    write_str(&mut b, src.table);
+    b.extend_from_slice(b",\"file\":");
+    write_str(&mut b, src.file);
+    b.extend_from_slice(b",\"pos\":");
+    b.extend_from_slice(itoa::Buffer::new().format(src.pos).as_bytes());
+    b.extend_from_slice(b",\"row\":");
+    b.extend_from_slice(itoa::Buffer::new().format(src.row).as_bytes());
+    b.extend_from_slice(b",\"gtid\":");
+    match src.gtid {
+        Some(g) => write_str(&mut b, g),
+        None => b.extend_from_slice(b"null"),
+    }
+    b.extend_from_slice(b",\"server_id\":");
+    b.extend_from_slice(itoa::Buffer::new().format(src.server_id).as_bytes());
+    b.extend_from_slice(b",\"ts_ms\":");
+    b.extend_from_slice(itoa::Buffer::new().format(src.ts_ms).as_bytes());
+    b.extend_from_slice(if src.snapshot {
+        b",\"snapshot\":true},\"ts_ms\":"
+    } else {
+        b",\"snapshot\":false},\"ts_ms\":"
+    });
+    b.extend_from_slice(itoa::Buffer::new().format(now_ms).as_bytes());
+    if let Some(statement) = ddl {
+        b.extend_from_slice(b",\"ddl\":");
+        write_str(&mut b, statement);
+    }
+    b.push(b'}');
+    b
 }
 
-/// A DDL statement as an event (`[sink] ddl = true`).
-pub fn ddl_envelope(statement: &str, src: &Source<'_>, now_ms: u64) -> Json {
-    let mut e = envelope("ddl", None, None, src, now_ms);
-    e["ddl"] = Json::String(statement.to_string());
-    e
+fn write_str(b: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *b, s);
 }
 
-/// A row image as a JSON object of its (not excluded) columns.
-pub fn row(columns: &[ColumnInfo], values: &[Value], meta: &TableMeta) -> Json {
-    let mut m = Map::with_capacity(columns.len());
-    for (i, (c, v)) in columns.iter().zip(values).enumerate() {
-        if meta.excluded.get(i).copied().unwrap_or(false) {
+/// A row image as a JSON object of its (not excluded) columns, or null.
+fn write_row(b: &mut Vec<u8>, row: Option<RowRef<'_>>) {
+    let Some(r) = row else {
+        b.extend_from_slice(b"null");
+        return;
+    };
+    write_columns(b, r, |i| !r.meta.excluded.get(i).copied().unwrap_or(false));
+}
+
+fn write_columns(b: &mut Vec<u8>, r: RowRef<'_>, keep: impl Fn(usize) -> bool) {
+    b.push(b'{');
+    let mut first = true;
+    for (i, (c, v)) in r.columns.iter().zip(r.values).enumerate() {
+        if !keep(i) {
             continue;
         }
-        m.insert(c.name.clone(), value(c, v, meta, i));
+        if !first {
+            b.push(b',');
+        }
+        first = false;
+        write_str(b, &c.name);
+        b.push(b':');
+        let _ = serde_json::to_writer(&mut *b, &value(c, v, r.meta, i));
     }
-    Json::Object(m)
+    b.push(b'}');
 }
 
-/// The primary key of a row image as a JSON object (the Kafka message
-/// key), or `None` for a table without one.
-pub fn key(columns: &[ColumnInfo], values: &[Value], meta: &TableMeta) -> Option<Json> {
-    let mut m = Map::new();
-    for (i, (c, v)) in columns.iter().zip(values).enumerate() {
-        if c.primary {
-            m.insert(c.name.clone(), value(c, v, meta, i));
-        }
+/// The primary key of a row image as JSON (the Kafka message key), or
+/// `None` for a table without one.
+pub fn key(r: RowRef<'_>) -> Option<Vec<u8>> {
+    if !r.columns.iter().any(|c| c.primary) {
+        return None;
     }
-    (!m.is_empty()).then_some(Json::Object(m))
+    let mut b = Vec::with_capacity(32);
+    write_columns(&mut b, r, |i| r.columns[i].primary);
+    Some(b)
 }
 
 /// One value, typed for JSON consumers.
@@ -309,36 +352,32 @@ fn set_names(names: &[String], bits: u64) -> Json {
     )
 }
 
-/// TableMeta per table, built once per TABLE_MAP shape.
+/// TableMeta per table, built once per TABLE_MAP.
 #[derive(Default)]
 pub struct MetaCache {
-    by_table: HashMap<(u64, String, String), Arc<TableMeta>>,
+    by_id: HashMap<u64, (String, String, Arc<TableMeta>)>,
 }
 
 impl MetaCache {
+    /// The table's meta; `make` builds it the first time the TABLE_MAP's id
+    /// is seen for this table.
     pub fn get(
         &mut self,
         tme: &TableMapEvent<'_>,
-        names: &[String],
-        json_columns: &[String],
-        excluded: &dyn Fn(&str) -> bool,
+        make: impl FnOnce() -> TableMeta,
     ) -> Arc<TableMeta> {
-        let key = (
-            tme.table_id(),
-            tme.database_name().into_owned(),
-            tme.table_name().into_owned(),
-        );
-        self.by_table
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(TableMeta::from_table_map(
-                    tme,
-                    names,
-                    json_columns,
-                    excluded,
-                ))
-            })
-            .clone()
+        let (db, table) = (tme.database_name(), tme.table_name());
+        match self.by_id.get(&tme.table_id()) {
+            Some((d, t, m)) if *d == db && *t == table => m.clone(),
+            _ => {
+                let m = Arc::new(make());
+                self.by_id.insert(
+                    tme.table_id(),
+                    (db.into_owned(), table.into_owned(), m.clone()),
+                );
+                m
+            }
+        }
     }
 }
 
@@ -355,6 +394,59 @@ mod tests {
             collation,
             set_flag: false,
         }
+    }
+
+    #[test]
+    fn envelopes_are_json_with_the_key_apart() {
+        let mut id = col("id", ColumnType::MYSQL_TYPE_LONG, 63);
+        id.primary = true;
+        let cols = vec![
+            id,
+            col("name \"q\"", ColumnType::MYSQL_TYPE_VARCHAR, 45),
+            col("pw", ColumnType::MYSQL_TYPE_VARCHAR, 45),
+        ];
+        let meta = TableMeta {
+            excluded: vec![false, false, true],
+            ..TableMeta::default()
+        };
+        let values = vec![
+            Value::Int(7),
+            Value::Bytes("a\nb".into()),
+            Value::Bytes(b"secret".to_vec()),
+        ];
+        let row = RowRef {
+            columns: &cols,
+            values: &values,
+            meta: &meta,
+        };
+        let src = Source {
+            job: "j",
+            db: "d",
+            table: "t",
+            file: "binlog.000001",
+            pos: 99,
+            row: 2,
+            gtid: Some("0-1-5"),
+            server_id: 1,
+            ts_ms: 1000,
+            snapshot: false,
+        };
+        let e: Json = serde_json::from_slice(&encode("u", Some(row), Some(row), &src, 5, None))
+            .expect("JSON");
+        assert_eq!(e["after"], json!({"id": 7, "name \"q\"": "a\nb"}));
+        assert_eq!(e["op"], "u");
+        assert_eq!(e["source"]["pos"], 99);
+        assert_eq!(e["source"]["gtid"], "0-1-5");
+        assert_eq!(e["ts_ms"], 5);
+        assert_eq!(src.id(), "binlog.000001:99:2");
+        assert_eq!(key(row).expect("key"), br#"{"id":7}"#.to_vec());
+        let d: Json =
+            serde_json::from_slice(&encode("ddl", None, None, &src, 5, Some("DROP TABLE t")))
+                .expect("JSON");
+        assert_eq!(
+            (d["before"].clone(), d["ddl"].clone()),
+            (Json::Null, json!("DROP TABLE t"))
+        );
     }
 
     #[test]

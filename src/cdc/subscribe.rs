@@ -36,8 +36,8 @@ use crate::state::{now_ms, Checkpoint, Store};
 
 /// A batch is sent when it holds this many events (at a transaction end)
 /// or when the stream pauses.
-const BATCH_EVENTS: usize = 2000;
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_EVENTS: usize = 10_000;
+const BATCH_BYTES: usize = 8 << 20;
 
 /// JSON columns per `db.table` (MariaDB's JSON is LONGTEXT with a
 /// `json_valid` check; MySQL's has its own type in the binlog).
@@ -269,13 +269,14 @@ pub async fn run(
                             ts_ms: u64::from(header.timestamp()) * 1000,
                             snapshot: false,
                         };
-                        let payload = event::ddl_envelope(statement, &src, now_ms());
+                        let payload =
+                            event::encode("ddl", None, None, &src, now_ms(), Some(statement));
                         txn.push(Record {
                             db: schema.to_string(),
                             table: "_ddl".into(),
                             key: None,
                             id: src.id(),
-                            payload: serde_json::to_vec(&payload).unwrap_or_default(),
+                            payload,
                         });
                     }
                     // Column types may have changed.
@@ -313,20 +314,19 @@ pub async fn run(
                 let Some(first) = images.first() else {
                     continue;
                 };
-                let cols = first
-                    .1
-                    .as_ref()
-                    .or(first.0.as_ref())
-                    .map(|i| i.columns.clone())
-                    .unwrap_or_default();
-                let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
-                let json_cols = json
-                    .get(&(db.clone(), table.clone()))
-                    .cloned()
-                    .unwrap_or_default();
-                let prefix = format!("{db}.{table}.");
-                let meta = metas.get(tme, &names, &json_cols, &|c: &str| {
-                    excluded.is_match(format!("{prefix}{c}"))
+                let meta = metas.get(tme, || {
+                    let cols = first.1.as_ref().or(first.0.as_ref());
+                    let names: Vec<String> = cols
+                        .map(|i| i.columns.iter().map(|c| c.name.clone()).collect())
+                        .unwrap_or_default();
+                    let json_cols = json
+                        .get(&(db.clone(), table.clone()))
+                        .cloned()
+                        .unwrap_or_default();
+                    let prefix = format!("{db}.{table}.");
+                    TableMeta::from_table_map(tme, &names, &json_cols, &|c: &str| {
+                        excluded.is_match(format!("{prefix}{c}"))
+                    })
                 });
                 stats.rows += images.len() as u64;
                 live.limit.acquire(images.len() as u64).await;
@@ -344,21 +344,33 @@ pub async fn run(
                         ts_ms: u64::from(header.timestamp()) * 1000,
                         snapshot: false,
                     };
-                    let image = |im: &Option<super::apply::Image>| {
-                        im.as_ref()
-                            .map(|im| event::row(&im.columns, &im.values, &meta))
-                    };
-                    let key_of = after
-                        .as_ref()
-                        .or(before.as_ref())
-                        .and_then(|im| event::key(&im.columns, &im.values, &meta));
-                    let payload = event::envelope(op, image(&before), image(&after), &src, now);
+                    fn image<'a>(
+                        im: &'a Option<super::apply::Image>,
+                        meta: &'a TableMeta,
+                    ) -> Option<event::RowRef<'a>> {
+                        im.as_ref().map(|im| event::RowRef {
+                            columns: &im.columns,
+                            values: &im.values,
+                            meta,
+                        })
+                    }
+                    let key_of = image(&after, &meta)
+                        .or(image(&before, &meta))
+                        .and_then(event::key);
+                    let payload = event::encode(
+                        op,
+                        image(&before, &meta),
+                        image(&after, &meta),
+                        &src,
+                        now,
+                        None,
+                    );
                     txn.push(Record {
                         db: db.clone(),
                         table: table.clone(),
-                        key: key_of.map(|k| serde_json::to_vec(&k).unwrap_or_default()),
+                        key: key_of,
                         id: src.id(),
-                        payload: serde_json::to_vec(&payload).unwrap_or_default(),
+                        payload,
                     });
                 }
             }
@@ -540,15 +552,19 @@ async fn snapshot(
                 snapshot: true,
             };
             row_no = row_no.wrapping_add(1);
-            let after = event::row(&columns, &values, &meta);
-            let key = event::key(&columns, &values, &meta);
-            let payload = event::envelope("r", None, Some(after), &src, now_ms());
+            let after = event::RowRef {
+                columns: &columns,
+                values: &values,
+                meta: &meta,
+            };
+            let key = event::key(after);
+            let payload = event::encode("r", None, Some(after), &src, now_ms(), None);
             batch.push(Record {
                 db: t.db.clone(),
                 table: t.name.clone(),
-                key: key.map(|k| serde_json::to_vec(&k).unwrap_or_default()),
+                key,
                 id: src.id(),
-                payload: serde_json::to_vec(&payload).unwrap_or_default(),
+                payload,
             });
             if batch.len() >= BATCH_EVENTS {
                 if cancel.is_cancelled() {
