@@ -32,8 +32,8 @@ impl SinkError {
 /// One event for the sink.
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub db: String,
-    pub table: String,
+    pub db: std::sync::Arc<str>,
+    pub table: std::sync::Arc<str>,
     /// The row's primary key as JSON (the Kafka message key).
     pub key: Option<Vec<u8>>,
     /// `file:pos:row`, for deduplication (the NATS message id).

@@ -14,7 +14,7 @@
 //! (MariaDB's `binlog_snapshot_file/position`) is where streaming starts.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -141,6 +141,7 @@ pub async fn run(
     let mut in_txn = false;
     let mut stats = Stats::new();
     let mut metas = MetaCache::default();
+    let mut tables: HashMap<u64, (Arc<str>, Arc<str>, bool)> = HashMap::new();
     // Events of the open transaction; whole transactions waiting for the sink.
     let mut txn: Vec<Record> = Vec::new();
     let mut batch: Vec<Record> = Vec::new();
@@ -272,8 +273,8 @@ pub async fn run(
                         let payload =
                             event::encode("ddl", None, None, &src, now_ms(), Some(statement));
                         txn.push(Record {
-                            db: schema.to_string(),
-                            table: "_ddl".into(),
+                            db: Arc::from(schema),
+                            table: Arc::from("_ddl"),
                             key: None,
                             id: src.id(),
                             payload,
@@ -298,11 +299,22 @@ pub async fn run(
                         ),
                     });
                 };
-                let db = tme.database_name().into_owned();
-                let table = tme.table_name().into_owned();
-                if selected(job, &db, &table).is_none() {
-                    continue;
-                }
+                // Per TABLE_MAP id: the names (shared by every record)
+                // and whether the job selects the table.
+                let (db, table) = {
+                    let (d, t) = (tme.database_name(), tme.table_name());
+                    match tables.get(&tme.table_id()) {
+                        Some((db, table, _)) if **db == *d && **table == *t => {}
+                        _ => {
+                            let wanted = selected(job, &d, &t).is_some();
+                            tables.insert(tme.table_id(), (Arc::from(&*d), Arc::from(&*t), wanted));
+                        }
+                    }
+                    match &tables[&tme.table_id()] {
+                        (db, table, true) => (db.clone(), table.clone()),
+                        _ => continue,
+                    }
+                };
                 let op = match rows {
                     RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => "c",
                     RowsEventData::UpdateRowsEvent(_)
@@ -320,7 +332,7 @@ pub async fn run(
                         .map(|i| i.columns.iter().map(|c| c.name.clone()).collect())
                         .unwrap_or_default();
                     let json_cols = json
-                        .get(&(db.clone(), table.clone()))
+                        .get(&(db.to_string(), table.to_string()))
                         .cloned()
                         .unwrap_or_default();
                     let prefix = format!("{db}.{table}.");
@@ -533,6 +545,7 @@ async fn snapshot(
                 c.primary = k.index == "PRIMARY" && k.columns.contains(&c.name);
             }
         }
+        let (snap_db, snap_table): (Arc<str>, Arc<str>) = (Arc::from(&*t.db), Arc::from(&*t.name));
         while let Some(row) = result
             .next()
             .await
@@ -560,8 +573,8 @@ async fn snapshot(
             let key = event::key(after);
             let payload = event::encode("r", None, Some(after), &src, now_ms(), None);
             batch.push(Record {
-                db: t.db.clone(),
-                table: t.name.clone(),
+                db: snap_db.clone(),
+                table: snap_table.clone(),
                 key,
                 id: src.id(),
                 payload,
