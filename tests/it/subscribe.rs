@@ -171,6 +171,43 @@ fn jsonl_carries_every_op_and_type() {
          DELETE FROM sj_src.t WHERE id = 2 OR id > 65;
          ALTER TABLE sj_src.t ADD COLUMN late INT NULL;",
     );
+    // Paused: nothing more is sent; resumed: what happened meanwhile is.
+    wait_until(Duration::from_secs(30), "the first changes", || {
+        read_events(&events_path).iter().any(|e| e["op"] == "ddl")
+    });
+    let pause = ferry(&state).args(["pause", "sj"]).output().expect("pause");
+    assert!(pause.status.success(), "{}", text(&pause));
+    wait_until(Duration::from_secs(30), "the job to pause", || {
+        let out = ferry(&state)
+            .args(["status", "--json"])
+            .output()
+            .expect("status");
+        let s: ferry_proto::Status = serde_json::from_slice(&out.stdout).expect("status JSON");
+        s.jobs[0].state == "paused" && s.jobs[0].sink.is_some()
+    });
+    let before = read_events(&events_path).len();
+    source.sql("UPDATE sj_src.t SET n = 1000 WHERE id = 11;");
+    // The source's head moves past the change; a paused job holds still.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        read_events(&events_path).len(),
+        before,
+        "a paused job sent events"
+    );
+    let resume = ferry(&state)
+        .args(["resume", "sj"])
+        .output()
+        .expect("resume");
+    assert!(resume.status.success(), "{}", text(&resume));
+    wait_until(
+        Duration::from_secs(30),
+        "the change made while paused",
+        || {
+            replay(&read_events(&events_path), "t")
+                .get(&11)
+                .is_some_and(|r| r["n"] == json!(1000))
+        },
+    );
     // Stopped and started again halfway: it resumes from its checkpoint.
     run.stop();
     source.sql("UPDATE sj_src.t SET late = id WHERE id < 13; INSERT INTO sj_src.t (id, late) VALUES (99, 1);");
