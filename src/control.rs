@@ -220,18 +220,42 @@ async fn verify(
         }
     }
     let control = runner.control(name);
-    if control.as_ref().is_some_and(|c| {
-        c.verifying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }) {
+    let busy = || {
+        control.as_ref().is_some_and(|c| {
+            c.verifying
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        })
+    };
+    // The console's `v` does not queue behind a running verification; the
+    // CLI (`wait`) waits its turn.
+    if !wait && busy() {
         return Reply::error(format!("a verification of {name} is already running"));
     }
     let store = runner.store.clone();
     let cancel = runner.cancel.child_token();
     let task = tokio::spawn(async move {
-        runner::verify_job(&store, &spec, control.as_ref(), &opts, repair, cancel).await
+        loop {
+            let result = runner::verify_job(
+                &store,
+                &spec,
+                control.as_ref(),
+                &opts,
+                repair.clone(),
+                cancel.clone(),
+            )
+            .await;
+            match result {
+                Err(verify::VerifyError::AlreadyRunning(_)) if wait => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = cancel.cancelled() => return Err(verify::VerifyError::Cancelled),
+                    }
+                }
+                other => return other,
+            }
+        }
     });
     if !wait {
         return Reply::ok(format!(

@@ -17,7 +17,9 @@ use crate::cdc::BinlogPos;
 use crate::job::JobSpec;
 
 /// Format of the state file this build writes. Bump it with a migration.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: job definitions carry `[verify]` tuning and the `[sink]` options
+/// (format 1 files, from before, are refused: nothing to migrate yet).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `"format_version"` → u32 little-endian.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
@@ -64,6 +66,16 @@ pub enum StateError {
          understands ({supported}); use a newer ferry"
     )]
     NewerFormat {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "state file {path} was written by an older Ferry (format {found}; this build reads \
+         format {supported}) and cannot be migrated; finish its jobs with that version, or \
+         start them again with a new --state dir"
+    )]
+    OlderFormat {
         path: String,
         found: u32,
         supported: u32,
@@ -438,7 +450,15 @@ impl Store {
                         supported: FORMAT_VERSION,
                     })
                 }
-                Some(_) => {} // older formats get their migrations here
+                // Older formats get their migrations here; format 1 has none.
+                Some(v) if v < FORMAT_VERSION => {
+                    return Err(StateError::OlderFormat {
+                        path: path.display().to_string(),
+                        found: v,
+                        supported: FORMAT_VERSION,
+                    })
+                }
+                Some(_) => {}
                 None => {
                     meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())?;
                 }
@@ -900,6 +920,23 @@ mod tests {
         let e = Store::open(dir.path()).err().expect("refused");
         assert!(matches!(e, StateError::NewerFormat { .. }), "{e}");
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn an_older_format_is_refused_clearly() {
+        let dir = tmp();
+        {
+            let s = Store::open(dir.path()).expect("open");
+            let tx = s.db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("format_version", 1u32.to_le_bytes().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let e = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(e, StateError::OlderFormat { found: 1, .. }), "{e}");
+        assert!(e.to_string().contains("new --state dir"), "{e}");
     }
 
     #[test]
