@@ -58,8 +58,11 @@ pub enum VerifyError {
     Cancelled,
 }
 
-/// Rechecks of a difference while the CDC runs, before it is reported.
+/// Rechecks of differing rows while the CDC runs, before they are reported.
 const ROUNDS: usize = 3;
+/// Rechecks of a differing range before it is narrowed (each waits for the
+/// CDC; a range still differing is narrowed, and its rows rechecked).
+const RANGE_ROUNDS: usize = 1;
 /// How long a recheck waits for the CDC to apply past the source's head.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
 /// Ranges with at most this many rows (on either side) are compared row by row.
@@ -538,7 +541,7 @@ impl Verifier {
     ) -> Result<(), VerifyError> {
         let (mut s, mut t) = self.checksum_both(w, ts, r, false).await?;
         let mut round = 0;
-        while s != t && self.is_online() && round < ROUNDS {
+        while s != t && self.is_online() && round < RANGE_ROUNDS {
             (s, t) = self.checksum_both(w, ts, r, true).await?;
             round += 1;
         }

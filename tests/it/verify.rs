@@ -339,7 +339,7 @@ fn online_verification_under_a_workload_has_no_false_alarms() {
     // `every` verifies by itself while the job syncs; status shows it and
     // alerts on its difference.
     let scheduled = std::panic::catch_unwind(|| {
-        wait_until(Duration::from_secs(60), "a scheduled verification", || {
+        wait_until(Duration::from_secs(120), "a scheduled verification", || {
             let (_, out, _) = cli_status(&state);
             let s: ferry_proto::Status = serde_json::from_str(&out).expect("status");
             s.jobs[0]
