@@ -444,12 +444,9 @@ pub async fn run(
         match kind {
             // MariaDB GTID: seq u64, domain u32, flags u8 (1 = standalone).
             162 => {
-                let d = ev.data();
-                if d.len() >= 13 {
-                    let seq = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
-                    let domain = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
-                    standalone = d[12] & 1 != 0;
-                    gtid = Some(format!("{domain}-{}-{seq}", header.server_id()));
+                if let Some((g, alone)) = mariadb_gtid(header.server_id(), ev.data()) {
+                    gtid = Some(g);
+                    standalone = alone;
                     in_txn = !standalone;
                 }
                 continue;
@@ -477,13 +474,7 @@ pub async fn run(
         };
         match data {
             EventData::RotateEvent(r) => {
-                let mut name = r.name_raw().to_vec();
-                // The first, artificial ROTATE comes before the format
-                // description and keeps the checksum bytes in its name.
-                if !seen_fde && checksum && header.log_pos() == 0 && name.len() > 4 {
-                    name.truncate(name.len() - 4);
-                }
-                file = String::from_utf8_lossy(&name).into_owned();
+                file = rotated_file(&r, header.log_pos(), seen_fde, checksum)
             }
             EventData::FormatDescriptionEvent(_) => seen_fde = true,
             // MySQL: a GTID event opens each transaction (BEGIN follows for DML).
@@ -682,11 +673,7 @@ pub async fn decode_only(
         }
         match ev.read_data() {
             Ok(Some(EventData::RotateEvent(r))) => {
-                let mut name = r.name_raw().to_vec();
-                if !seen_fde && checksum && header.log_pos() == 0 && name.len() > 4 {
-                    name.truncate(name.len() - 4);
-                }
-                file = String::from_utf8_lossy(&name).into_owned();
+                file = rotated_file(&r, header.log_pos(), seen_fde, checksum)
             }
             Ok(Some(EventData::FormatDescriptionEvent(_))) => seen_fde = true,
             Ok(Some(EventData::RowsEvent(r))) => {
@@ -848,6 +835,34 @@ impl Group {
         self.txns = 0;
         Ok(())
     }
+}
+
+/// A MariaDB GTID event (type 162: seq u64, domain u32, flags u8 with 1 =
+/// standalone): its GTID as text and whether it is standalone (a DDL, no
+/// BEGIN/COMMIT around it).
+fn mariadb_gtid(server_id: u32, d: &[u8]) -> Option<(String, bool)> {
+    if d.len() < 13 {
+        return None;
+    }
+    let seq = u64::from_le_bytes(d[0..8].try_into().ok()?);
+    let domain = u32::from_le_bytes(d[8..12].try_into().ok()?);
+    Some((format!("{domain}-{server_id}-{seq}"), d[12] & 1 != 0))
+}
+
+/// The binlog file a ROTATE event names. The first, artificial ROTATE
+/// comes before the format description and keeps the checksum bytes in
+/// its name.
+fn rotated_file(
+    r: &mysql_async::binlog::events::RotateEvent<'_>,
+    log_pos: u32,
+    seen_fde: bool,
+    checksum: bool,
+) -> String {
+    let mut name = r.name_raw();
+    if !seen_fde && checksum && log_pos == 0 && name.len() > 4 {
+        name = &name[..name.len() - 4];
+    }
+    String::from_utf8_lossy(name).into_owned()
 }
 
 /// A MySQL server UUID as text.

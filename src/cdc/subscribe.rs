@@ -25,8 +25,8 @@ use tracing::info;
 
 use super::event::{self, MetaCache, Source, TableMeta};
 use super::{
-    decode, decode_rows, open_stream, position, selected, server_id, start_position, stream_error,
-    uuid_text, BinlogPos, CdcError, Live, Stats,
+    decode, decode_rows, mariadb_gtid, open_stream, position, rotated_file, selected, server_id,
+    start_position, stream_error, uuid_text, BinlogPos, CdcError, Live, Stats,
 };
 use crate::catalog::Catalog;
 use crate::db::{qualified, quote_ident, Connector};
@@ -144,12 +144,17 @@ pub async fn run(
     let mut tables: HashMap<u64, (Arc<str>, Arc<str>, bool)> = HashMap::new();
     // Events of the open transaction; whole transactions waiting for the sink.
     let mut txn: Vec<Record> = Vec::new();
-    let mut batch: Vec<Record> = Vec::new();
-    let mut batch_bytes = 0usize;
-    let mut batch_end: Option<(BinlogPos, Option<String>)> = None;
-    let mut delivered = 0u64;
+    let mut out = Outbox {
+        sink,
+        what,
+        state: sink_state,
+        records: Vec::new(),
+        bytes: 0,
+        end: None,
+        delivered: 0,
+    };
     loop {
-        let pause = match batch_end.is_some() && !in_txn {
+        let pause = match out.end.is_some() && !in_txn {
             true => Duration::from_millis(20),
             false => Duration::from_secs(3600),
         };
@@ -162,12 +167,8 @@ pub async fn run(
             _ = cancel.cancelled() => {
                 // Whole transactions read so far go out; anything the sink
                 // has not acknowledged is sent again next time.
-                if batch_end.is_some() {
-                    let _ = flush(
-                        &mut sink, &mut batch, &mut batch_bytes, &mut batch_end, store, job,
-                        &mut cp, &mut delivered,
-                    )
-                    .await;
+                if out.end.is_some() {
+                    let _ = out.flush(store, job, &mut cp).await;
                 }
                 stats.sample(store, job, &cp, source, live.source).await;
                 return Err(CdcError::Cancelled);
@@ -175,19 +176,7 @@ pub async fn run(
         };
         // The stream paused with whole transactions waiting: send them.
         let Some(ev) = next else {
-            flush(
-                &mut sink,
-                &mut batch,
-                &mut batch_bytes,
-                &mut batch_end,
-                store,
-                job,
-                &mut cp,
-                &mut delivered,
-            )
-            .await?;
-            *sink_state.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("{what}: ok, {delivered} events delivered"));
+            out.flush(store, job, &mut cp).await?;
             continue;
         };
         let ev = ev.map_err(|e| stream_error(&cp.position, server_id(job), e))?;
@@ -196,29 +185,16 @@ pub async fn run(
         let end = u64::from(header.log_pos());
         match header.event_type_raw() {
             162 => {
-                let d = ev.data();
-                if d.len() >= 13 {
-                    let seq = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
-                    let domain = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
-                    gtid = Some(format!("{domain}-{}-{seq}", header.server_id()));
-                    in_txn = d[12] & 1 == 0;
+                if let Some((g, standalone)) = mariadb_gtid(header.server_id(), ev.data()) {
+                    gtid = Some(g);
+                    in_txn = !standalone;
                 }
                 continue;
             }
             160..=171 => continue,
             27 => {
-                if !in_txn && batch_end.is_some() {
-                    flush(
-                        &mut sink,
-                        &mut batch,
-                        &mut batch_bytes,
-                        &mut batch_end,
-                        store,
-                        job,
-                        &mut cp,
-                        &mut delivered,
-                    )
-                    .await?;
+                if !in_txn && out.end.is_some() {
+                    out.flush(store, job, &mut cp).await?;
                 }
                 if stats.due() {
                     stats.sample(store, job, &cp, source, live.source).await;
@@ -240,11 +216,7 @@ pub async fn run(
         let mut commit = false;
         match data {
             EventData::RotateEvent(r) => {
-                let mut name = r.name_raw().to_vec();
-                if !seen_fde && checksum && header.log_pos() == 0 && name.len() > 4 {
-                    name.truncate(name.len() - 4);
-                }
-                file = String::from_utf8_lossy(&name).into_owned();
+                file = rotated_file(&r, header.log_pos(), seen_fde, checksum)
             }
             EventData::FormatDescriptionEvent(_) => seen_fde = true,
             EventData::GtidEvent(g) => {
@@ -390,23 +362,11 @@ pub async fn run(
         }
         if commit {
             in_txn = false;
-            batch_bytes += txn.iter().map(|r| r.payload.len()).sum::<usize>();
-            batch.append(&mut txn);
-            batch_end = Some((pos_at(&file, end), gtid.clone()));
-            if batch.len() >= BATCH_EVENTS || batch_bytes >= BATCH_BYTES {
-                flush(
-                    &mut sink,
-                    &mut batch,
-                    &mut batch_bytes,
-                    &mut batch_end,
-                    store,
-                    job,
-                    &mut cp,
-                    &mut delivered,
-                )
-                .await?;
-                *sink_state.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("{what}: ok, {delivered} events delivered"));
+            out.bytes += txn.iter().map(|r| r.payload.len()).sum::<usize>();
+            out.records.append(&mut txn);
+            out.end = Some((pos_at(&file, end), gtid.clone()));
+            if out.records.len() >= BATCH_EVENTS || out.bytes >= BATCH_BYTES {
+                out.flush(store, job, &mut cp).await?;
             }
         }
         if stats.due() {
@@ -442,29 +402,45 @@ fn pos_at(file: &str, pos: u64) -> BinlogPos {
     }
 }
 
-/// Sends the batch; once the sink acknowledged it, checkpoints its end.
-#[allow(clippy::too_many_arguments)]
-async fn flush(
-    sink: &mut Sink,
-    batch: &mut Vec<Record>,
-    batch_bytes: &mut usize,
-    batch_end: &mut Option<(BinlogPos, Option<String>)>,
-    store: &Store,
-    job: &JobSpec,
-    cp: &mut Checkpoint,
-    delivered: &mut u64,
-) -> Result<(), CdcError> {
-    sink.send(batch).await?;
-    *delivered += batch.len() as u64;
-    batch.clear();
-    *batch_bytes = 0;
-    if let Some((pos, gtid)) = batch_end.take() {
-        cp.position = pos;
-        cp.gtid = gtid;
-        cp.unix_ms = now_ms();
-        store.put_checkpoint(&job.name, cp)?;
+/// Whole source transactions waiting for the sink, and what the sink has
+/// acknowledged so far.
+struct Outbox<'a> {
+    sink: Sink,
+    /// The sink, for status.
+    what: String,
+    state: &'a SinkState,
+    records: Vec<Record>,
+    bytes: usize,
+    /// Where the last transaction in `records` ends.
+    end: Option<(BinlogPos, Option<String>)>,
+    delivered: u64,
+}
+
+impl Outbox<'_> {
+    /// Sends the records; once the sink acknowledged them, checkpoints
+    /// their end.
+    async fn flush(
+        &mut self,
+        store: &Store,
+        job: &JobSpec,
+        cp: &mut Checkpoint,
+    ) -> Result<(), CdcError> {
+        self.sink.send(&self.records).await?;
+        self.delivered += self.records.len() as u64;
+        self.records.clear();
+        self.bytes = 0;
+        if let Some((pos, gtid)) = self.end.take() {
+            cp.position = pos;
+            cp.gtid = gtid;
+            cp.unix_ms = now_ms();
+            store.put_checkpoint(&job.name, cp)?;
+        }
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+            "{}: ok, {} events delivered",
+            self.what, self.delivered
+        ));
+        Ok(())
     }
-    Ok(())
 }
 
 /// Sends every selected row as an `r` event from one consistent snapshot;

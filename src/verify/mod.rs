@@ -631,6 +631,21 @@ impl Verifier {
         }
     }
 
+    /// The rows matching `cond` on both sides (the source first, online).
+    async fn rows_both(
+        &self,
+        w: &mut Worker,
+        ts: &TableSql<'_>,
+        cond: &str,
+        params: Vec<Value>,
+    ) -> Result<(Vec<Vec<Value>>, Vec<Vec<Value>>), VerifyError> {
+        let (src, tgt) = (
+            ts.rows_sql(Side::Source, cond),
+            ts.rows_sql(Side::Target, cond),
+        );
+        self.both(w, src, tgt, params, true).await
+    }
+
     /// Waits until the CDC has applied everything up to the source's head
     /// (as of now), at most [`CATCH_UP_WAIT`].
     async fn catch_up(&self, src: &mut Conn) -> Result<(), VerifyError> {
@@ -687,15 +702,7 @@ impl Verifier {
             };
             let Some(mid) = mid else {
                 let (cond, params) = ts.range(&r);
-                let (s, t) = self
-                    .both(
-                        w,
-                        ts.rows_sql(Side::Source, &cond),
-                        ts.rows_sql(Side::Target, &cond),
-                        params,
-                        true,
-                    )
-                    .await?;
+                let (s, t) = self.rows_both(w, ts, &cond, params).await?;
                 out.extend(diff_rows(ts, s, t));
                 continue;
             };
@@ -793,15 +800,7 @@ impl Verifier {
         }
         let list: Vec<String> = differ.iter().map(|b| b.to_string()).collect();
         let cond = format!("{} % {BUCKETS} IN ({})", ts.hash, list.join(", "));
-        let (s, t) = self
-            .both(
-                w,
-                ts.rows_sql(Side::Source, &cond),
-                ts.rows_sql(Side::Target, &cond),
-                Vec::new(),
-                true,
-            )
-            .await?;
+        let (s, t) = self.rows_both(w, ts, &cond, Vec::new()).await?;
         let mut out = diff_multiset(ts, s, t);
         let more = out.len() > budget;
         out.truncate(budget);
@@ -840,15 +839,7 @@ impl Verifier {
         let mut out = Vec::new();
         for batch in keys.chunks(500) {
             let (cond, params) = ts.keys_condition(batch);
-            let (s, t) = self
-                .both(
-                    w,
-                    ts.rows_sql(Side::Source, &cond),
-                    ts.rows_sql(Side::Target, &cond),
-                    params,
-                    true,
-                )
-                .await?;
+            let (s, t) = self.rows_both(w, ts, &cond, params).await?;
             out.extend(diff_rows(ts, s, t));
         }
         Ok(out)

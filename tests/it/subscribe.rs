@@ -381,6 +381,48 @@ fn versions_per_key(events: &[Json]) -> BTreeMap<i64, Vec<i64>> {
     out
 }
 
+/// In `db`.t (id, v): `keys` rows inserted at version 0, then every row
+/// raised to `versions - 1`, one paced UPDATE at a time (so a kill lands
+/// mid-stream), then the last 10 rows deleted.
+fn versions_workload(db: &'static str, keys: u32, versions: i64) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (source, _) = shared();
+        source.sql(&format!(
+            "INSERT INTO {db}.t SELECT seq, 0 FROM {db}.seq_1_to_{keys}"
+        ));
+        for _ in 1..versions {
+            std::thread::sleep(Duration::from_millis(150));
+            source.sql(&format!("UPDATE {db}.t SET v = v + 1"));
+        }
+        source.sql(&format!("DELETE FROM {db}.t WHERE id > {}", keys - 10));
+    })
+}
+
+/// Every key's last version and the deletes of the last 10 keys arrived.
+fn all_arrived(per_key: &BTreeMap<i64, Vec<i64>>, keys: i64, versions: i64) -> bool {
+    per_key.len() == keys as usize
+        && per_key.values().all(|v| v.contains(&(versions - 1)))
+        && per_key
+            .range(keys - 9..)
+            .all(|(_, v)| v.len() > versions as usize)
+}
+
+/// At least once: every version of every key; in order: never backwards.
+fn assert_every_version_in_order(per_key: &BTreeMap<i64, Vec<i64>>, versions: i64) {
+    for (id, vs) in per_key {
+        for want in 0..versions {
+            assert!(
+                vs.contains(&want),
+                "key {id}: version {want} missing in {vs:?}"
+            );
+        }
+        assert!(
+            vs.windows(2).all(|w| w[0] <= w[1]),
+            "key {id}: out of order {vs:?}"
+        );
+    }
+}
+
 /// NATS JetStream: changes streamed while Ferry is killed -9 mid-stream and
 /// restarted: every change arrives at least once, in order per key, each
 /// publish acknowledged before the position moves.
@@ -410,16 +452,7 @@ fn nats_delivers_every_change_in_order_across_a_kill() {
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
     const VERSIONS: i64 = 12;
-    let workload = std::thread::spawn(|| {
-        let (source, _) = shared();
-        source.sql("INSERT INTO sn_src.t SELECT seq, 0 FROM sn_src.seq_1_to_300");
-        for _ in 1..VERSIONS {
-            // Paced so the kill lands mid-stream.
-            std::thread::sleep(Duration::from_millis(150));
-            source.sql("UPDATE sn_src.t SET v = v + 1");
-        }
-        source.sql("DELETE FROM sn_src.t WHERE id > 290");
-    });
+    let workload = versions_workload("sn_src", 300, VERSIONS);
     wait_until(Duration::from_secs(30), "events in the stream", || {
         !nats_messages(nats.port, "SN").is_empty()
     });
@@ -429,25 +462,8 @@ fn nats_delivers_every_change_in_order_across_a_kill() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let per_key = versions_per_key(&nats_messages(nats.port, "SN"));
-        let complete = per_key.len() == 300
-            && per_key.values().all(|v| v.contains(&(VERSIONS - 1)))
-            && per_key
-                .range(291..)
-                .all(|(_, v)| v.len() > VERSIONS as usize);
-        if complete {
-            for (id, vs) in &per_key {
-                // At least once: every version; in order: never backwards.
-                for want in 0..VERSIONS {
-                    assert!(
-                        vs.contains(&want),
-                        "key {id}: version {want} missing in {vs:?}"
-                    );
-                }
-                assert!(
-                    vs.windows(2).all(|w| w[0] <= w[1]),
-                    "key {id}: out of order {vs:?}"
-                );
-            }
+        if all_arrived(&per_key, 300, VERSIONS) {
+            assert_every_version_in_order(&per_key, VERSIONS);
             break;
         }
         if Instant::now() > deadline {
@@ -604,15 +620,7 @@ fn kafka_delivers_every_change_in_order_across_a_kill() {
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
     const VERSIONS: i64 = 8;
-    let workload = std::thread::spawn(|| {
-        let (source, _) = shared();
-        source.sql("INSERT INTO sk_src.t SELECT seq, 0 FROM sk_src.seq_1_to_200");
-        for _ in 1..VERSIONS {
-            std::thread::sleep(Duration::from_millis(150));
-            source.sql("UPDATE sk_src.t SET v = v + 1");
-        }
-        source.sql("DELETE FROM sk_src.t WHERE id > 190");
-    });
+    let workload = versions_workload("sk_src", 200, VERSIONS);
     let topic = "cdc.sk_src.t";
     wait_until(Duration::from_secs(30), "records in the topic", || {
         !kafka_records(broker.port, topic, 2).is_empty()
@@ -625,24 +633,8 @@ fn kafka_delivers_every_change_in_order_across_a_kill() {
         let records = kafka_records(broker.port, topic, 2);
         let events: Vec<Json> = records.iter().map(|(_, _, v)| v.clone()).collect();
         let per_key = versions_per_key(&events);
-        let complete = per_key.len() == 200
-            && per_key.values().all(|v| v.contains(&(VERSIONS - 1)))
-            && per_key
-                .range(191..)
-                .all(|(_, v)| v.len() > VERSIONS as usize);
-        if complete {
-            for (id, vs) in &per_key {
-                for want in 0..VERSIONS {
-                    assert!(
-                        vs.contains(&want),
-                        "key {id}: version {want} missing in {vs:?}"
-                    );
-                }
-                assert!(
-                    vs.windows(2).all(|w| w[0] <= w[1]),
-                    "key {id}: out of order {vs:?}"
-                );
-            }
+        if all_arrived(&per_key, 200, VERSIONS) {
+            assert_every_version_in_order(&per_key, VERSIONS);
             let mut partition_of = BTreeMap::new();
             for (p, key, value) in &records {
                 let row = if value["after"].is_null() {
