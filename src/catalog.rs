@@ -104,6 +104,14 @@ pub struct Routine {
     pub kind: String,
 }
 
+/// A scheduled event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub db: String,
+    pub name: String,
+    pub target_db: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trigger {
     pub db: String,
@@ -119,6 +127,7 @@ pub struct Catalog {
     pub views: Vec<View>,
     pub routines: Vec<Routine>,
     pub triggers: Vec<Trigger>,
+    pub events: Vec<Event>,
     /// Selected databases that do not exist on the source.
     pub missing_databases: Vec<String>,
     /// Table patterns of a `select` that matched nothing: (database, pattern).
@@ -244,9 +253,67 @@ impl Catalog {
                         target_db: sel.target_database.clone(),
                     });
                 }
+                let events: Vec<String> = conn
+                    .exec(
+                        "SELECT EVENT_NAME FROM information_schema.EVENTS \
+                         WHERE EVENT_SCHEMA = ? ORDER BY EVENT_NAME",
+                        (db,),
+                    )
+                    .await
+                    .map_err(source.query_err(format!("listing events of {db}")))?;
+                for name in events {
+                    cat.events.push(Event {
+                        db: db.into(),
+                        name,
+                        target_db: sel.target_database.clone(),
+                    });
+                }
             }
         }
         Ok(cat)
+    }
+}
+
+impl Catalog {
+    /// One table as it is now (for a table that enters a job's selection
+    /// while it streams): `None` if the source has no such table.
+    pub async fn read_table(
+        conn: &mut Conn,
+        source: &Connector,
+        db: &str,
+        name: &str,
+        target_db: &str,
+    ) -> Result<Option<Table>, DbError> {
+        type Object = (Option<u64>, Option<u64>, Option<String>);
+        let found: Option<Object> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS, DATA_LENGTH, ENGINE FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, name),
+            )
+            .await
+            .map_err(source.query_err(format!("reading {db}.{name}")))?;
+        let Some((rows, bytes, engine)) = found else {
+            return Ok(None);
+        };
+        let columns: Vec<Column> = read_columns(conn, source, db)
+            .await?
+            .into_iter()
+            .filter(|(t, _)| t == name)
+            .map(|(_, c)| c)
+            .collect();
+        let keys = read_keys(conn, source, db).await?;
+        let key = choose_key(name, &columns, &keys);
+        Ok(Some(Table {
+            db: db.into(),
+            name: name.into(),
+            target_db: target_db.into(),
+            columns,
+            key,
+            rows_estimate: rows.unwrap_or(0),
+            data_bytes: bytes.unwrap_or(0),
+            engine: engine.unwrap_or_default(),
+        }))
     }
 }
 

@@ -79,9 +79,13 @@ impl Report {
 }
 
 /// Runs every check of `job`. Errors that stop a check are items, not
-/// `Err`: only the report comes back. `resuming` says the job already wrote
-/// to the target, so rows there are its own.
-pub async fn precheck(job: &JobSpec, resuming: bool) -> Report {
+/// `Err`: only the report comes back.
+///
+/// A job that ran before (`resume`) is checked for what can have broken
+/// since (connectivity, privileges, binlog settings, that the binlog it
+/// resumes from is still there), never against today's source schema:
+/// schema drift since it started is the CDC's to apply.
+pub async fn precheck(job: &JobSpec, resume: Option<Resume<'_>>) -> Report {
     let mut r = Report {
         items: Vec::new(),
         catalog: None,
@@ -97,15 +101,20 @@ pub async fn precheck(job: &JobSpec, resuming: bool) -> Report {
         }
         return r;
     };
-    if let Err(e) = source_checks(&mut r, job, &source, &mut src).await {
+    if let Err(e) = source_checks(&mut r, job, resume.is_some(), &source, &mut src).await {
         r.push(Status::Fail, "source", e.to_string(), None);
+    }
+    if let Some(at) = resume.and_then(|r| r.position) {
+        if let Err(e) = position_check(&mut r, &source, &mut src, at).await {
+            r.push(Status::Fail, "source.position", e.to_string(), None);
+        }
     }
     let _ = src.disconnect().await;
 
     if let Some(t) = &job.target {
         let target = Connector::new(t, db::Role::Target);
         if let Some(mut dst) = connect(&mut r, &target).await {
-            if let Err(e) = target_checks(&mut r, job, resuming, &target, &mut dst).await {
+            if let Err(e) = target_checks(&mut r, job, resume.is_some(), &target, &mut dst).await {
                 r.push(Status::Fail, "target", e.to_string(), None);
             }
             let _ = dst.disconnect().await;
@@ -160,6 +169,49 @@ fn connect_fix(e: &DbError, c: &Connector) -> String {
         ),
         _ => "check the [source]/[target] settings of the job file".into(),
     }
+}
+
+/// What a job that ran before resumes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resume<'a> {
+    /// Its binlog position, when it has one.
+    pub position: Option<&'a crate::cdc::BinlogPos>,
+}
+
+/// Whether the source still has the binlog file a job resumes from.
+async fn position_check(
+    r: &mut Report,
+    c: &Connector,
+    conn: &mut Conn,
+    at: &crate::cdc::BinlogPos,
+) -> Result<(), DbError> {
+    if at.file.is_empty() {
+        return Ok(());
+    }
+    let logs: Vec<mysql_async::Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(c.query_err("SHOW BINARY LOGS"))?;
+    let files: Vec<String> = logs.iter().filter_map(|row| row.get(0)).collect();
+    if files.contains(&at.file) {
+        r.pass("source.position", format!("the job resumes at {at}"));
+    } else {
+        r.push(
+            Status::Fail,
+            "source.position",
+            format!(
+                "the job resumes at {at}, but the source no longer has {} (oldest: {})",
+                at.file,
+                files.first().map(String::as_str).unwrap_or("none")
+            ),
+            Some(
+                "raise binlog_expire_logs_seconds on the source, then start the job again \
+                 with a new --state (a new full load)"
+                    .into(),
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Privileges the current user holds, global and per database pattern.
@@ -242,6 +294,7 @@ fn like_match(pattern: &str, s: &str) -> bool {
 async fn source_checks(
     r: &mut Report,
     job: &JobSpec,
+    resuming: bool,
     c: &Connector,
     conn: &mut Conn,
 ) -> Result<(), DbError> {
@@ -344,23 +397,48 @@ async fn source_checks(
 
     // What the job selects.
     let cat = Catalog::read(job, c).await?;
+    // A resumed job may have seen its databases and tables dropped or
+    // renamed by the source since: the CDC follows that.
+    let gone = if resuming { Status::Warn } else { Status::Fail };
     for db in &cat.missing_databases {
         r.push(
-            Status::Fail,
+            gone,
             "source.select",
             format!("database {db} does not exist on the source"),
             Some("fix [[select]] database, or create it".into()),
         );
     }
-    for (db, pat) in &cat.unmatched_patterns {
+    // A name that matches nothing is a typo; a pattern may match tables
+    // created later (they are followed once they exist).
+    let (globs, names): (Vec<_>, Vec<_>) = cat
+        .unmatched_patterns
+        .iter()
+        .partition(|(_, p)| p.contains(['*', '?', '[']));
+    for (db, pat) in &names {
         r.push(
-            Status::Fail,
+            gone,
             "source.select",
             format!("no table in {db} matches {pat:?}"),
             Some(format!("fix [[select]] tables for {db}")),
         );
     }
-    if cat.missing_databases.is_empty() && cat.unmatched_patterns.is_empty() {
+    for (db, pat) in &globs {
+        r.push(
+            Status::Warn,
+            "source.select",
+            format!(
+                "no table in {db} matches {pat:?} yet (tables created later that match it \
+                 are followed{})",
+                if job.mode.needs_binlog() {
+                    ""
+                } else {
+                    "; this full copy has none"
+                }
+            ),
+            None,
+        );
+    }
+    if cat.missing_databases.is_empty() && names.is_empty() {
         r.pass(
             "source.select",
             format!(
@@ -527,7 +605,9 @@ async fn target_checks(
             nonempty.push(format!("{}.{}", t.target_db, t.name));
         }
     }
-    if !mismatched.is_empty() {
+    // A resumed job's target follows the source through the binlog; today's
+    // source schema is ahead of it until the CDC catches up.
+    if !mismatched.is_empty() && !resuming {
         r.push(
             Status::Fail,
             "target.tables",

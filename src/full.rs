@@ -123,6 +123,28 @@ pub struct Load<'a> {
     pub cancel: CancellationToken,
 }
 
+impl Load<'_> {
+    fn ends(&self) -> Ends<'_> {
+        Ends {
+            job: self.job,
+            source: self.source,
+            target: self.target,
+            limit: &self.limit,
+            cancel: &self.cancel,
+        }
+    }
+}
+
+/// What copying rows needs: the job, both servers, the rate limit and the
+/// stop signal.
+struct Ends<'a> {
+    job: &'a JobSpec,
+    source: &'a Connector,
+    target: &'a Connector,
+    limit: &'a RateLimit,
+    cancel: &'a CancellationToken,
+}
+
 /// How batches reach the target: `LOAD DATA LOCAL INFILE` streams (about
 /// 15% less target CPU per row than INSERT), or multi-row INSERTs where the
 /// target has `local_infile` off.
@@ -329,7 +351,7 @@ pub(crate) fn range_condition(
 /// Copies every chunk not yet done. Returns when all are done, on the first
 /// error, or when `cancel` fires (with [`FullError::Cancelled`]).
 pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()> {
-    let (packet, method) = target_limits(load).await?;
+    let (packet, method) = target_limits(load.target).await?;
     // Chunks of different tables interleaved, so concurrent workers seldom
     // contend for the same table (its AUTO_INCREMENT lock, its index pages).
     let mut per_table: Vec<VecDeque<Task>> = Vec::new();
@@ -337,7 +359,7 @@ pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()>
         if p.done.load(Ordering::Relaxed) {
             continue;
         }
-        let copy = Arc::new(table_copy(load, t, p.clone(), method));
+        let copy = Arc::new(table_copy(&load.ends(), t, p.clone(), method));
         let chunks = load.store.chunks(&load.job.name, &copy.id)?;
         per_table.push(
             chunks
@@ -386,16 +408,16 @@ pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()>
 }
 
 /// The target's max_allowed_packet, and whether it accepts LOAD DATA LOCAL.
-async fn target_limits(load: &Load<'_>) -> Result<(usize, WriteMethod)> {
-    let mut c = load.target.connect().await?;
+async fn target_limits(target: &Connector) -> Result<(usize, WriteMethod)> {
+    let mut c = target.connect().await?;
     let packet = db::variable(&mut c, "max_allowed_packet")
         .await
-        .map_err(load.target.query_err("reading max_allowed_packet"))?
+        .map_err(target.query_err("reading max_allowed_packet"))?
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(4 << 20);
     let local_infile = db::variable(&mut c, "local_infile")
         .await
-        .map_err(load.target.query_err("reading local_infile"))?;
+        .map_err(target.query_err("reading local_infile"))?;
     let _ = c.disconnect().await;
     let method = match local_infile.as_deref() {
         Some(v) if v.eq_ignore_ascii_case("ON") || v == "1" => WriteMethod::LoadData,
@@ -406,7 +428,7 @@ async fn target_limits(load: &Load<'_>) -> Result<(usize, WriteMethod)> {
 }
 
 fn table_copy(
-    load: &Load<'_>,
+    load: &Ends<'_>,
     t: &Table,
     progress: Arc<TableProgress>,
     method: WriteMethod,
@@ -561,13 +583,14 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
     }
 
     let snapshot = if t.snapshot {
-        Some(snapshot_position(load, src).await?)
+        Some(snapshot_position(load.source, src).await?)
     } else {
         None
     };
     let (tx, rx) = mpsc::channel::<Msg>(2);
-    let reader = read_chunk(load, src, task, packet, tx);
-    let writer = write_batches(load, dst, t, rx);
+    let ends = load.ends();
+    let reader = read_chunk(&ends, src, task, packet, tx);
+    let writer = write_batches(&ends, dst, t, rx);
     let (rows, _) = tokio::try_join!(reader, writer)?;
     if snapshot.is_some() {
         src.query_drop("COMMIT")
@@ -600,8 +623,8 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
 
 /// Opens a consistent snapshot on `src` and returns the binlog position it
 /// corresponds to (MariaDB's `binlog_snapshot_file/position`).
-async fn snapshot_position(load: &Load<'_>, src: &mut Conn) -> Result<crate::cdc::BinlogPos> {
-    let err = || load.source.query_err("opening a consistent snapshot");
+async fn snapshot_position(source: &Connector, src: &mut Conn) -> Result<crate::cdc::BinlogPos> {
+    let err = || source.query_err("opening a consistent snapshot");
     src.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         .await
         .map_err(err())?;
@@ -631,10 +654,120 @@ async fn snapshot_position(load: &Load<'_>, src: &mut Conn) -> Result<crate::cdc
     }
 }
 
+/// Copies one table whole, now, in one consistent snapshot: its schema
+/// (`SHOW CREATE TABLE`, renamed) replaces whatever the target had under
+/// that name, then its rows. Returns the snapshot's binlog position: the
+/// table's changes up to it are in the copy. A table the source no longer
+/// has is dropped on the target. For tables that enter a job's selection
+/// while it streams (renamed in, or created from an unselected table).
+pub async fn copy_table_now(
+    job: &JobSpec,
+    source: &Connector,
+    target: &Connector,
+    db: &str,
+    table: &str,
+    target_db: &str,
+) -> Result<crate::cdc::BinlogPos> {
+    let limit = RateLimit::new(0);
+    let cancel = CancellationToken::new();
+    let ends = Ends {
+        job,
+        source,
+        target,
+        limit: &limit,
+        cancel: &cancel,
+    };
+    let name = qualified(db, table);
+    let target_name = qualified(target_db, table);
+    let mut src = source.connect().await?;
+    src.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(source.query_err("opening a consistent snapshot"))?;
+    let pos = snapshot_position(source, &mut src).await?;
+    let mut dst = target.connect().await?;
+    // The first read holds the table's metadata lock until the snapshot
+    // ends, so no DDL changes it while it is copied (one that came between
+    // the snapshot and this read makes the read fail: the caller retries).
+    match src
+        .query_drop(format!("SELECT 1 FROM {name} LIMIT 0"))
+        .await
+    {
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 => {
+            dst.query_drop(format!("DROP TABLE IF EXISTS {target_name}"))
+                .await
+                .map_err(target.query_err(format!("dropping {target_name}")))?;
+            return Ok(pos);
+        }
+        other => other.map_err(source.query_err(format!("reading {name}")))?,
+    }
+    let row: Option<mysql_async::Row> = src
+        .query_first(format!("SHOW CREATE TABLE {name}"))
+        .await
+        .map_err(source.query_err(format!("SHOW CREATE TABLE {name}")))?;
+    let ddl = row
+        .and_then(|r| r.get_opt::<Vec<u8>, _>(1).and_then(|v| v.ok()))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let t = crate::catalog::Catalog::read_table(&mut src, source, db, table, target_db)
+        .await?
+        .ok_or_else(|| {
+            FullError::Db(DbError::Query {
+                role: "source",
+                context: format!("{name} has no columns"),
+                source: mysql_async::Error::Other("table not found".into()),
+            })
+        })?;
+    for sql in [
+        format!("DROP TABLE IF EXISTS {target_name}"),
+        crate::schema::create_table_sql(job, &t, &ddl),
+    ] {
+        dst.query_drop(&sql)
+            .await
+            .map_err(target.query_err(format!("creating {target_name}")))?;
+    }
+    let (packet, method) = target_limits(target).await?;
+    let progress = Arc::new(TableProgress {
+        table: t.id(),
+        rows_estimate: AtomicU64::new(0),
+        rows_done: AtomicU64::new(0),
+        chunks_total: 1,
+        chunks_done: AtomicU64::new(0),
+        done: AtomicBool::new(false),
+        started_ms: AtomicU64::new(0),
+        finished_ms: AtomicU64::new(0),
+        rows_before: 0,
+    });
+    let task = Task {
+        table: Arc::new(table_copy(&ends, &t, progress, method)),
+        index: 0,
+        chunk: Chunk {
+            lower: None,
+            upper: None,
+            done: false,
+            rows: 0,
+        },
+    };
+    dst.query_drop("START TRANSACTION")
+        .await
+        .map_err(target.query_err("starting a transaction"))?;
+    let (tx, rx) = mpsc::channel::<Msg>(2);
+    let reader = read_chunk(&ends, &mut src, &task, packet, tx);
+    let writer = write_batches(&ends, &mut dst, &task.table, rx);
+    let (rows, _) = tokio::try_join!(reader, writer)?;
+    dst.query_drop("COMMIT")
+        .await
+        .map_err(target.query_err(format!("committing {target_name}")))?;
+    let _ = src.query_drop("COMMIT").await;
+    let _ = src.disconnect().await;
+    let _ = dst.disconnect().await;
+    tracing::info!(table = %name, rows, at = %pos, "table copied");
+    Ok(pos)
+}
+
 /// Streams the chunk's rows into batches of at most `packet` bytes (less
 /// headroom) and sends them to the writer.
 async fn read_chunk(
-    load: &Load<'_>,
+    load: &Ends<'_>,
     src: &mut Conn,
     task: &Task,
     packet: usize,
@@ -753,7 +886,7 @@ async fn read_chunk(
     Ok(total)
 }
 
-async fn send(load: &Load<'_>, tx: &mpsc::Sender<Msg>, batch: Vec<u8>, rows: u64) -> Result<()> {
+async fn send(load: &Ends<'_>, tx: &mpsc::Sender<Msg>, batch: Vec<u8>, rows: u64) -> Result<()> {
     tokio::select! {
         _ = load.limit.acquire(rows) => {}
         _ = load.cancel.cancelled() => return Err(FullError::Cancelled),
@@ -765,7 +898,7 @@ async fn send(load: &Load<'_>, tx: &mpsc::Sender<Msg>, batch: Vec<u8>, rows: u64
 }
 
 async fn write_batches(
-    load: &Load<'_>,
+    load: &Ends<'_>,
     dst: &mut Conn,
     t: &TableCopy,
     mut rx: mpsc::Receiver<Msg>,

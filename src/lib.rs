@@ -13,6 +13,7 @@ pub mod progress;
 pub mod runner;
 pub mod schema;
 pub mod sink;
+pub mod source;
 pub mod sql;
 pub mod state;
 pub mod status;

@@ -361,6 +361,7 @@ async fn verify_cmd(
                     since_ms: ferry::state::now_ms(),
                     reason: None,
                     schema_done: false,
+                    load_planned: false,
                 })?;
             }
             eprintln!("verifying {name} (no runner runs it: offline)...");
@@ -500,7 +501,7 @@ fn show(paths: &[PathBuf]) -> String {
 }
 
 async fn check_cmd(spec: &JobSpec) -> Result<ExitCode> {
-    let report = check::precheck(spec, false).await;
+    let report = check::precheck(spec, None).await;
     for item in &report.items {
         println!("{item}");
     }

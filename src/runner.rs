@@ -103,6 +103,9 @@ pub struct JobControl {
     pub verifying: Arc<Mutex<Option<String>>>,
     /// A subscribe job's sink: what it is and how it is doing.
     pub sink: cdc::subscribe::SinkState,
+    /// The last attempt was paused after its precheck passed: the next
+    /// one (a resume) goes on without checking again.
+    prechecked: std::sync::atomic::AtomicBool,
     store: Arc<Store>,
 }
 
@@ -122,6 +125,7 @@ impl JobControl {
             caught_up: watch::Sender::new(None),
             verifying: Arc::default(),
             sink: Mutex::new(None),
+            prechecked: Default::default(),
             store,
         })
     }
@@ -374,6 +378,7 @@ async fn run_job(
                 since_ms: now_ms(),
                 reason: None,
                 schema_done: false,
+                load_planned: false,
             };
             if let Err(e) = store.put_job(&rec) {
                 return Outcome::Failed(e.into());
@@ -431,6 +436,8 @@ async fn run_job(
                 if e.is_retryable()
                     && first_failure.get_or_insert_with(Instant::now).elapsed() < retry_for =>
             {
+                // A retry checks again what may have broken.
+                control.prechecked.store(false, Ordering::Relaxed);
                 warn!(error = %e, "retrying in {backoff:?}");
                 progress::say(format!(
                     "{}: {e}; retrying in {}",
@@ -468,31 +475,70 @@ async fn attempt(
     control: &Arc<JobControl>,
     cancel: &CancellationToken,
 ) -> Result<(), JobError> {
-    let cdc_mode = matches!(job.mode, Mode::Sync | Mode::Migrate);
-    let resuming = store.job(&job.name)?.is_some_and(|j| j.schema_done);
-    control.set_state(JobState::Prechecking, None)?;
-    let report = check::precheck(job, resuming).await;
-    for item in &report.items {
-        info!(status = ?item.status, what = %item.what, "{}", item.message);
-    }
-    if report.failed() {
-        let text: Vec<String> = report
-            .items
-            .iter()
-            .filter(|i| i.status == Status::Fail)
-            .map(|i| i.to_string())
-            .collect();
-        // A job that has run before waits out a server restart instead of
-        // failing on it; a first start fails fast.
-        if resuming && report.unreachable {
-            return Err(JobError::Unreachable(text.join("\n")));
+    let record = store.job(&job.name)?;
+    let resuming = record.as_ref().is_some_and(|j| j.schema_done);
+    let planned = record.as_ref().is_some_and(|j| j.load_planned);
+    let source = Connector::new(&job.source, Role::Source);
+    // A resume after a pause goes on where it stopped; any other attempt
+    // checks first. A job that ran before is checked for what can have
+    // broken, never judged against today's source schema.
+    let mut catalog: Option<Catalog> = None;
+    if !control.prechecked.swap(false, Ordering::Relaxed) {
+        control.set_state(JobState::Prechecking, None)?;
+        let checkpoint = store.checkpoint(&job.name)?;
+        let resume = resuming.then(|| check::Resume {
+            position: checkpoint.as_ref().map(|c| &c.position),
+        });
+        let report = check::precheck(job, resume).await;
+        for item in &report.items {
+            info!(status = ?item.status, what = %item.what, "{}", item.message);
         }
-        return Err(JobError::Precheck(text.join("\n")));
+        if report.failed() {
+            let text: Vec<String> = report
+                .items
+                .iter()
+                .filter(|i| i.status == Status::Fail)
+                .map(|i| i.to_string())
+                .collect();
+            // A job that has run before waits out a server restart instead of
+            // failing on it; a first start fails fast.
+            if resuming && report.unreachable {
+                return Err(JobError::Unreachable(text.join("\n")));
+            }
+            return Err(JobError::Precheck(text.join("\n")));
+        }
+        catalog = report.catalog;
     }
-    let catalog: Catalog = report.catalog.unwrap_or_default();
+    // The next attempt skips the precheck only if this one is paused.
+    let result = run_stages(
+        store, job, control, cancel, &source, catalog, resuming, planned,
+    )
+    .await;
+    if matches!(
+        &result,
+        Err(JobError::Full(FullError::Cancelled)) | Err(JobError::Cdc(CdcError::Cancelled))
+    ) && control.is_paused()
+    {
+        control.prechecked.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+/// The stages after the precheck: schema, full load, CDC or the sink.
+#[allow(clippy::too_many_arguments)]
+async fn run_stages(
+    store: &Arc<Store>,
+    job: &JobSpec,
+    control: &Arc<JobControl>,
+    cancel: &CancellationToken,
+    source: &Connector,
+    catalog: Option<Catalog>,
+    resuming: bool,
+    planned: bool,
+) -> Result<(), JobError> {
+    let cdc_mode = matches!(job.mode, Mode::Sync | Mode::Migrate);
     if job.mode == Mode::Subscribe {
         store.update_job(&job.name, |j| j.schema_done = true)?;
-        let source = Connector::new(&job.source, Role::Source);
         control.set_state(JobState::Syncing, None)?;
         let live = cdc::Live {
             limit: &control.limit,
@@ -502,7 +548,7 @@ async fn attempt(
         };
         let result = cdc::subscribe::run(
             job,
-            &source,
+            source,
             store,
             cancel.child_token(),
             live,
@@ -520,20 +566,35 @@ async fn attempt(
     let Some(target_ep) = &job.target else {
         return Err(JobError::Unsupported(job.mode.as_str()));
     };
-    let source = Connector::new(&job.source, Role::Source);
     let target = Connector::new(target_ep, Role::Target);
+    let catalog = match catalog {
+        Some(c) => c,
+        None => Catalog::read(job, source).await.map_err(SchemaError::Db)?,
+    };
 
-    control.set_state(JobState::Schema, None)?;
-    schema::copy_schema(job, &catalog, &source, &target).await?;
-    store.update_job(&job.name, |j| j.schema_done = true)?;
-    info!(tables = catalog.tables.len(), "schema copied");
+    if !resuming {
+        control.set_state(JobState::Schema, None)?;
+        schema::copy_schema(job, &catalog, source, &target).await?;
+        store.update_job(&job.name, |j| j.schema_done = true)?;
+        info!(tables = catalog.tables.len(), "schema copied");
+    }
 
     // CDC starts where the source was before the full load read anything.
     let mut full_load = true;
     if cdc_mode {
-        cdc::record_start(job, &source, &target, store).await?;
+        cdc::record_start(job, source, &target, store).await?;
         // An explicit start: CDC only, no full load.
         full_load = job.cdc.start == CdcStart::Auto;
+    }
+    // A resumed load copies what is left of the tables it planned; tables
+    // created since it began reach the target through the CDC.
+    let mut tables = catalog.tables.clone();
+    if planned {
+        let plans = store.full_progress(&job.name)?;
+        tables.retain(|t| plans.iter().any(|p| p.table == t.id() && !p.plan.done));
+        if tables.is_empty() {
+            full_load = false;
+        }
     }
 
     if full_load {
@@ -544,8 +605,8 @@ async fn attempt(
         };
         let load = Load {
             job,
-            tables: &catalog.tables,
-            source: &source,
+            tables: &tables,
+            source,
             target: &loader,
             store,
             limit: control.limit.clone(),
@@ -553,6 +614,7 @@ async fn attempt(
         };
         let started = Instant::now();
         let progress = full::plan(&load).await?;
+        store.update_job(&job.name, |j| j.load_planned = true)?;
         *lock(&control.progress) = progress.clone();
         let stop_report = CancellationToken::new();
         let reporter = tokio::spawn(progress::report(
@@ -567,14 +629,16 @@ async fn attempt(
         let summary = progress::summary(&job.name, &progress, started);
         info!("{summary}");
         progress::say(&summary);
+    } else if !planned {
+        store.update_job(&job.name, |j| j.load_planned = true)?;
     }
 
     if cdc_mode {
         // Triggers stay off the target while it replicates: the binlog
         // already holds the rows they wrote on the source. Safe mode covers
         // the hand-over window of a full load (an explicit start has none).
-        if full_load {
-            cdc::record_handover_end(job, &source, store).await?;
+        if job.cdc.start == CdcStart::Auto {
+            cdc::record_handover_end(job, source, store).await?;
         }
         control.set_state(JobState::Syncing, None)?;
         progress::say(format!(
@@ -588,16 +652,16 @@ async fn attempt(
             caught_up: &control.caught_up,
         };
         let result = tokio::select! {
-            r = cdc::run(job, &source, &target, store, cancel.child_token(), live) => r,
-            never = verify_schedule(store, job, control, full_load, cancel) => match never {},
+            r = cdc::run(job, source, &target, store, cancel.child_token(), live) => r,
+            never = verify_schedule(store, job, control, job.cdc.start == CdcStart::Auto, cancel) => match never {},
         };
         control.caught_up.send_replace(None);
         result?;
         // CDC only returns when a cutover's position has been applied.
-        return finish_cutover(job, &catalog, &source, &target, store, control).await;
+        return finish_cutover(job, source, &target, store, control).await;
     }
     // Triggers only now, so they never fired on copied rows.
-    schema::copy_triggers(job, &catalog, &source, &target).await?;
+    schema::copy_triggers(job, source, &target).await?;
     if job.verify.after_full != VerifyLevel::None && !verified_after_full(store, job) {
         control.set_state(JobState::Verifying, None)?;
         let opts = verify::Options {
@@ -754,7 +818,6 @@ async fn verify_schedule(
 /// position for the application switch.
 async fn finish_cutover(
     job: &JobSpec,
-    catalog: &Catalog,
     source: &Connector,
     target: &Connector,
     store: &Arc<Store>,
@@ -776,7 +839,7 @@ async fn finish_cutover(
             differ.join("; ")
         )));
     }
-    schema::copy_triggers(job, catalog, source, target).await?;
+    schema::copy_triggers(job, source, target).await?;
     let cp = store
         .checkpoint(&job.name)?
         .ok_or_else(|| JobError::Cutover("no checkpoint".into()))?;

@@ -30,21 +30,48 @@ impl SchemaError {
 }
 
 /// Rewrites references to renamed databases (`src`. → `dst`.) in a
-/// definition. Only backquoted, qualified names are rewritten, which is how
-/// the server prints them.
+/// definition, on tokens: a qualifier is rewritten, a string or comment
+/// that happens to hold the same text is not.
 pub(crate) fn rename_refs(job: &JobSpec, sql: &str) -> String {
-    let mut out = sql.to_string();
-    for s in job
-        .select
-        .iter()
-        .filter(|s| s.database != s.target_database)
-    {
-        out = out.replace(
-            &format!("{}.", quote_ident(&s.database)),
-            &format!("{}.", quote_ident(&s.target_database)),
-        );
+    let rename = |db: &str| {
+        job.select
+            .iter()
+            .find(|s| s.database == db && s.database != s.target_database)
+            .map(|s| s.target_database.clone())
+    };
+    if job.select.iter().all(|s| s.database == s.target_database) {
+        return sql.to_string();
     }
-    out
+    match crate::source::ddl::Statement::parse(sql, false) {
+        Ok(s) => s.edited(s.qualifier_edits(&rename)),
+        // Not tokenizable: the server's own backquoted form.
+        Err(_) => {
+            let mut out = sql.to_string();
+            for s in job
+                .select
+                .iter()
+                .filter(|s| s.database != s.target_database)
+            {
+                out = out.replace(
+                    &format!("{}.", quote_ident(&s.database)),
+                    &format!("{}.", quote_ident(&s.target_database)),
+                );
+            }
+            out
+        }
+    }
+}
+
+/// `SHOW CREATE TABLE` output of `t` made into the statement that creates
+/// it on the target (in its target database, renames applied).
+pub(crate) fn create_table_sql(job: &JobSpec, t: &crate::catalog::Table, ddl: &str) -> String {
+    let prefix = format!("CREATE TABLE {}", quote_ident(&t.name));
+    let body = ddl.strip_prefix(&prefix).unwrap_or(ddl);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}{}",
+        qualified(&t.target_db, &t.name),
+        rename_refs(job, body)
+    )
 }
 
 /// Removes `DEFINER=user@host` so the object belongs to Ferry's target user,
@@ -145,13 +172,7 @@ pub async fn copy_schema(
                 .ok_or_else(|| SchemaError::NoDefinition {
                     what: format!("table {}", t.id()),
                 })?;
-        let prefix = format!("CREATE TABLE {}", quote_ident(&t.name));
-        let body = ddl.strip_prefix(&prefix).unwrap_or(&ddl);
-        let statement = format!(
-            "CREATE TABLE IF NOT EXISTS {}{}",
-            qualified(&t.target_db, &t.name),
-            rename_refs(job, body)
-        );
+        let statement = create_table_sql(job, t, &ddl);
         exec(
             &mut dst,
             &format!("table {}.{}", t.target_db, t.name),
@@ -243,19 +264,28 @@ pub async fn copy_schema(
     Ok(())
 }
 
-/// Creates the selected triggers on the target (after the data).
+/// Creates the selected triggers and scheduled events on the target, from
+/// the source's definitions as they are now: after the data (so they never
+/// fire on copied rows), and for CDC jobs only when the job finishes (the
+/// binlog holds the rows they write on the source). The triggers of an
+/// online schema change in progress (`pt_osc_*`) are never copied.
 pub async fn copy_triggers(
     job: &JobSpec,
-    cat: &Catalog,
     source: &Connector,
     target: &Connector,
 ) -> Result<(), SchemaError> {
-    if cat.triggers.is_empty() {
+    let cat = Catalog::read(job, source).await?;
+    let triggers: Vec<_> = cat
+        .triggers
+        .iter()
+        .filter(|t| !t.name.starts_with("pt_osc_"))
+        .collect();
+    if triggers.is_empty() && cat.events.is_empty() {
         return Ok(());
     }
     let mut src = source.connect().await?;
     let mut dst = target.connect().await?;
-    for t in &cat.triggers {
+    for t in triggers {
         let row: Option<Row> = src
             .query_first(format!("SHOW CREATE TRIGGER {}", qualified(&t.db, &t.name)))
             .await
@@ -275,6 +305,36 @@ pub async fn copy_triggers(
             &mut dst,
             target,
             &t.target_db,
+            &sql_mode,
+            &what,
+            drop,
+            create,
+        )
+        .await?;
+    }
+    for e in &cat.events {
+        let row: Option<Row> = src
+            .query_first(format!("SHOW CREATE EVENT {}", qualified(&e.db, &e.name)))
+            .await
+            .map_err(source.query_err(format!("SHOW CREATE EVENT {}.{}", e.db, e.name)))?;
+        let what = format!("event {}.{}", e.target_db, e.name);
+        let sql_mode = row.as_ref().and_then(|r| text(r, 1)).unwrap_or_default();
+        let time_zone = row.as_ref().and_then(|r| text(r, 2)).unwrap_or_default();
+        let ddl = row
+            .as_ref()
+            .and_then(|r| text(r, 3))
+            .ok_or_else(|| SchemaError::NoDefinition { what: what.clone() })?;
+        if !time_zone.is_empty() && !time_zone.eq_ignore_ascii_case("SYSTEM") {
+            dst.exec_drop("SET SESSION time_zone = ?", (&time_zone,))
+                .await
+                .map_err(target.query_err("setting the event's time zone"))?;
+        }
+        let drop = format!("DROP EVENT IF EXISTS {}", qualified(&e.target_db, &e.name));
+        let create = rename_refs(job, &strip_definer(&ddl));
+        replace_object(
+            &mut dst,
+            target,
+            &e.target_db,
             &sql_mode,
             &what,
             drop,

@@ -21,53 +21,20 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Value};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::decode::{self, ColumnInfo, DecodeError};
+use super::engine::{RowChange, Target, TxnEnd};
 use super::{BinlogPos, CdcError};
 use crate::catalog::ColumnKind;
 use crate::db::{qualified, quote_ident, Connector, DbError};
 use crate::job::JobSpec;
+use crate::source::binlog::Op;
+use crate::source::decode::{ColumnInfo, Image};
+use crate::source::session::SessionContext;
 use crate::sql;
-
-/// The kind of a rows event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Insert,
-    Update,
-    Delete,
-}
-
-/// One row image: the columns the TABLE_MAP described, and their values.
-#[derive(Debug, Clone)]
-pub struct Image {
-    pub columns: Arc<[ColumnInfo]>,
-    pub values: Vec<Value>,
-}
-
-impl Image {
-    pub fn from_row(columns: &Arc<[ColumnInfo]>, row: BinlogRow) -> Result<Image, DecodeError> {
-        let mut values = Vec::with_capacity(columns.len());
-        for (col, v) in columns.iter().zip(row.unwrap()) {
-            values.push(decode::value(col, v)?);
-        }
-        Ok(Image {
-            columns: columns.clone(),
-            values,
-        })
-    }
-
-    fn keyed(&self) -> bool {
-        self.columns.iter().any(|c| c.primary)
-    }
-}
-
-/// The end of a source transaction: its position and GTID.
-pub type TxnEnd = (BinlogPos, Option<String>);
 
 const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS ferry_meta.checkpoints (\
     job VARCHAR(64) NOT NULL PRIMARY KEY, \
@@ -101,8 +68,10 @@ struct Lane {
     key: String,
     conn: Option<Conn>,
     inflight: Option<Inflight>,
-    /// Statements of the open transaction not sent yet.
-    pending: String,
+    /// Statements of the open transaction not sent yet, `;\n`-separated.
+    pending: Vec<u8>,
+    /// How many statements `pending` holds.
+    statements: usize,
     in_txn: bool,
     /// A marker is due although no transaction is open (after DDL).
     dirty: bool,
@@ -111,11 +80,30 @@ struct Lane {
     skip_until: Option<BinlogPos>,
     /// Position of the newest change queued (for errors).
     at: String,
+    /// The session's foreign_key_checks and unique_checks (`None`: not known).
+    fk_checks: Option<bool>,
+    unique_checks: Option<bool>,
+    /// The open source transaction on this lane: where its statements
+    /// start in `pending` (`None`: it has none here yet), whether some
+    /// were sent already, whether it opened the target transaction, and
+    /// whether a savepoint marks its start.
+    txn_mark: Option<usize>,
+    txn_sent: bool,
+    txn_opened: bool,
+    txn_savepoint: bool,
 }
 
 /// Applies changes to the target.
 pub struct Applier {
+    job: JobSpec,
     target: Connector,
+    source: Connector,
+    /// The target's max_allowed_packet (a statement must fit).
+    packet: usize,
+    /// The session that runs statements (DDL) in the source's context.
+    ddl: Option<Conn>,
+    /// The source's time zone, for statements that logged none.
+    time_zone: String,
     /// Compound statements (MariaDB's `BEGIN NOT ATOMIC`): a batch costs
     /// the server one parse and one reply instead of one per statement.
     compound: bool,
@@ -173,6 +161,8 @@ impl Applier {
     pub async fn open(
         job: &JobSpec,
         target: &Connector,
+        source: &Connector,
+        time_zone: String,
         start: &mut TxnEnd,
     ) -> Result<Applier, CdcError> {
         let mut meta = target.connect().await?;
@@ -239,6 +229,11 @@ impl Applier {
             .into_iter()
             .filter_map(|(id, cs)| Some((id? as u16, cs?)))
             .collect();
+        let packet = crate::db::variable(&mut meta, "max_allowed_packet")
+            .await
+            .map_err(target.query_err("reading max_allowed_packet"))?
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(4 << 20);
 
         let mut out = Vec::with_capacity(lanes);
         for i in 0..lanes {
@@ -259,18 +254,30 @@ impl Applier {
                 key: lane_key(&job.name, i),
                 conn: Some(conn),
                 inflight: None,
-                pending: String::new(),
+                pending: Vec::new(),
+                statements: 0,
                 in_txn: false,
                 dirty: false,
                 skip_until: markers.get(&i).map(|m| m.0.clone()),
                 at: String::new(),
+                fk_checks: Some(true),
+                unique_checks: Some(true),
+                txn_mark: None,
+                txn_sent: false,
+                txn_opened: false,
+                txn_savepoint: false,
             });
         }
         if lanes > 1 {
             info!(lanes, "parallel apply by key hash");
         }
         Ok(Applier {
+            job: job.clone(),
             target: target.clone(),
+            source: source.clone(),
+            packet,
+            ddl: None,
+            time_zone,
             compound,
             lanes: out,
             meta,
@@ -337,14 +344,16 @@ impl Applier {
                 b") ON DUPLICATE KEY UPDATE binlog_file = VALUES(binlog_file), \
                   binlog_pos = VALUES(binlog_pos), gtid = VALUES(gtid)",
             );
-            lane.queue(String::from_utf8_lossy(&marker).into_owned());
+            lane.queue(&marker);
             if lane.in_txn {
-                lane.queue("COMMIT".into());
+                lane.queue(b"COMMIT");
             }
             lane.at = end.0.to_string();
+            lane.txn_mark = None;
             lane.dispatch(&self.target, self.compound).await?;
             lane.in_txn = false;
             lane.dirty = false;
+            lane.txn_savepoint = false;
             sent = true;
         }
         if sent {
@@ -357,9 +366,10 @@ impl Applier {
 
     /// Abandons the open transactions (statements not sent, and those sent
     /// but not committed).
-    pub async fn rollback(&mut self) {
+    pub async fn abandon(&mut self) {
         for lane in &mut self.lanes {
             lane.pending.clear();
+            lane.statements = 0;
             let _ = lane.settle().await;
             if lane.in_txn {
                 if let Some(conn) = lane.conn.as_mut() {
@@ -370,24 +380,141 @@ impl Applier {
         }
     }
 
-    /// Runs a DDL statement in database `db` on the target, after every
-    /// change before it has committed; each lane then records the DDL's
-    /// position with the next [`Applier::commit`].
-    pub async fn ddl(&mut self, db: &str, statement: &str) -> Result<(), DbError> {
-        let conn = &mut self.meta;
-        conn.query_drop(format!("USE {}", quote_ident(db)))
-            .await
-            .map_err(self.target.query_err(format!("USE {db}")))?;
-        conn.query_drop(statement)
-            .await
-            .map_err(self.target.query_err("DDL"))?;
+    /// A source transaction begins.
+    pub fn begin_txn(&mut self) {
+        for lane in &mut self.lanes {
+            lane.txn_mark = None;
+            lane.txn_sent = false;
+            lane.txn_opened = false;
+            lane.txn_savepoint = false;
+        }
+    }
+
+    /// Undoes the open source transaction's rows on every lane it reached:
+    /// statements not sent are dropped; what was sent is rolled back to the
+    /// savepoint that marks the transaction's start, or whole when the
+    /// transaction opened the target's.
+    pub async fn rollback_txn(&mut self) -> Result<(), CdcError> {
+        for lane in &mut self.lanes {
+            let Some(mark) = lane.txn_mark.take() else {
+                continue;
+            };
+            if !lane.txn_sent {
+                lane.pending.truncate(mark);
+                lane.statements = count_statements(&lane.pending);
+                if lane.txn_opened {
+                    lane.in_txn = false;
+                }
+            } else if lane.txn_savepoint {
+                lane.queue(b"ROLLBACK TO SAVEPOINT ferry_txn");
+            } else {
+                lane.pending.clear();
+                lane.statements = 0;
+                lane.queue(b"ROLLBACK");
+                lane.in_txn = false;
+            }
+            // Session settings queued with the dropped statements may not
+            // have been sent.
+            lane.fk_checks = None;
+            lane.unique_checks = None;
+            lane.txn_sent = false;
+            lane.txn_opened = false;
+            lane.txn_savepoint = false;
+        }
+        Ok(())
+    }
+
+    /// Runs a statement in database `db` on the target with the source's
+    /// session context, after every change before it has committed; each
+    /// lane then records the statement's position with the next
+    /// [`Applier::commit`].
+    pub async fn execute(
+        &mut self,
+        db: &str,
+        statement: &str,
+        ctx: &SessionContext,
+    ) -> Result<(), DbError> {
+        if self.ddl.is_none() {
+            self.ddl = Some(self.target.connect().await?);
+        }
+        let Some(conn) = self.ddl.as_mut() else {
+            unreachable!("the DDL session was just opened")
+        };
+        let result = async {
+            if !db.is_empty() {
+                conn.query_drop(format!("USE {}", quote_ident(db)))
+                    .await
+                    .map_err(self.target.query_err(format!("USE {db}")))?;
+            }
+            for set in ctx.set_statements(&self.time_zone) {
+                conn.query_drop(&set).await.map_err(
+                    self.target
+                        .query_err("setting the source's session context"),
+                )?;
+            }
+            conn.query_drop(statement)
+                .await
+                .map_err(self.target.query_err("DDL"))
+        }
+        .await;
+        if result.is_err() {
+            // Its session state is unknown now: the next statement opens a new one.
+            self.ddl = None;
+        }
         self.generated.clear();
         self.routes.clear();
         self.fk_groups = None;
         for lane in &mut self.lanes {
             lane.dirty = true;
         }
-        Ok(())
+        result
+    }
+
+    /// Copies `db.table` from the source whole, in one consistent
+    /// snapshot, to `target_db` (dropping what the target had under that
+    /// name); the snapshot's binlog position.
+    pub async fn copy_table(
+        &mut self,
+        db: &str,
+        table: &str,
+        target_db: &str,
+    ) -> Result<BinlogPos, CdcError> {
+        self.settle().await?;
+        let mut tries = 0;
+        loop {
+            match crate::full::copy_table_now(
+                &self.job,
+                &self.source,
+                &self.target,
+                db,
+                table,
+                target_db,
+            )
+            .await
+            {
+                // The table's definition changed between the snapshot and
+                // the first read: take a new snapshot.
+                Err(crate::full::FullError::Db(DbError::Query {
+                    source: mysql_async::Error::Server(s),
+                    ..
+                })) if s.code == 1412 && tries < 5 => tries += 1,
+                Err(e) => {
+                    return Err(match e {
+                        crate::full::FullError::Db(d) => CdcError::Db(d),
+                        other => CdcError::Setup(format!("copying {db}.{table}: {other}")),
+                    })
+                }
+                Ok(pos) => {
+                    self.generated.clear();
+                    self.routes.clear();
+                    self.fk_groups = None;
+                    for lane in &mut self.lanes {
+                        lane.dirty = true;
+                    }
+                    return Ok(pos);
+                }
+            }
+        }
     }
 
     async fn generated(&mut self, db: &str, table: &str) -> Result<Arc<HashSet<String>>, DbError> {
@@ -472,7 +599,7 @@ impl Applier {
                 let mut key = Vec::new();
                 for (c, v) in image.columns.iter().zip(&image.values) {
                     if c.primary {
-                        key.extend_from_slice(self.literal(c, v).as_bytes());
+                        literal(&mut key, &self.charsets, c, v);
                         key.push(0);
                     }
                 }
@@ -481,20 +608,17 @@ impl Applier {
         }
     }
 
-    fn literal(&self, col: &ColumnInfo, v: &Value) -> String {
-        literal(&self.charsets, col, v)
-    }
-
-    /// Applies the rows of one rows event ending at `at`.
-    pub async fn rows(
-        &mut self,
-        db: &str,
-        table: &str,
-        op: Op,
-        images: Vec<(Option<Image>, Option<Image>)>,
-        safe: bool,
-        at: &BinlogPos,
-    ) -> Result<(), CdcError> {
+    /// Applies the rows of one rows event.
+    pub(crate) async fn rows(&mut self, change: RowChange<'_>) -> Result<(), CdcError> {
+        let RowChange {
+            db,
+            table,
+            op,
+            images,
+            flags,
+            safe,
+            at,
+        } = change;
         if images.is_empty() {
             return Ok(());
         }
@@ -526,11 +650,13 @@ impl Applier {
             }
             per_lane[lane].push((before, after));
         }
+        let checks = (!flags.no_foreign_key_checks, !flags.relaxed_unique_checks);
         for (i, rows) in per_lane.into_iter().enumerate() {
             if rows.is_empty() || self.lanes[i].skip_until.as_ref().is_some_and(|s| at <= s) {
                 continue;
             }
-            self.lane_rows(i, &t, &generated, rows, safe, at).await?;
+            self.lane_rows(i, &t, &generated, rows, safe, checks, at)
+                .await?;
         }
         Ok(())
     }
@@ -543,6 +669,7 @@ impl Applier {
         generated: &HashSet<String>,
         rows: Vec<(Option<Image>, Option<Image>)>,
         safe: bool,
+        (fk_checks, unique_checks): (bool, bool),
         at: &BinlogPos,
     ) -> Result<(), CdcError> {
         let mut statements = Vec::new();
@@ -551,28 +678,31 @@ impl Applier {
             match (before, after) {
                 (None, Some(a)) => inserts.push(a),
                 (Some(b), None) => {
-                    let (cond, limit) = self.locate(&b, generated);
-                    statements.push(Stmt::Plain(format!("DELETE FROM {t} WHERE {cond}{limit}")));
+                    let mut sql = format!("DELETE FROM {t} WHERE ").into_bytes();
+                    self.locate(&mut sql, &b, generated);
+                    statements.push(Stmt::Plain(sql));
                 }
                 (Some(b), Some(a)) => {
                     // Only the columns that changed (both images are full).
                     let same_shape = a.columns == b.columns;
-                    let sets: Vec<String> = a
-                        .columns
-                        .iter()
-                        .zip(&a.values)
-                        .enumerate()
-                        .filter(|(i, (c, v))| {
-                            let unchanged = same_shape && b.values.get(*i) == Some(*v);
-                            !(unchanged || generated.contains(&c.name.to_ascii_lowercase()))
-                        })
-                        .map(|(_, (c, v))| {
-                            format!("{} = {}", quote_ident(&c.name), self.literal(c, v))
-                        })
-                        .collect();
-                    let (cond, limit) = self.locate(&b, generated);
-                    let update = (!sets.is_empty())
-                        .then(|| format!("UPDATE {t} SET {} WHERE {cond}{limit}", sets.join(", ")));
+                    let mut sql = format!("UPDATE {t} SET ").into_bytes();
+                    let mut sets = 0;
+                    for (n, (c, v)) in a.columns.iter().zip(&a.values).enumerate() {
+                        let unchanged = same_shape && b.values.get(n) == Some(v);
+                        if unchanged || generated.contains(&c.name.to_ascii_lowercase()) {
+                            continue;
+                        }
+                        if sets > 0 {
+                            sql.extend_from_slice(b", ");
+                        }
+                        sql.extend_from_slice(quote_ident(&c.name).as_bytes());
+                        sql.extend_from_slice(b" = ");
+                        literal(&mut sql, &self.charsets, c, v);
+                        sets += 1;
+                    }
+                    sql.extend_from_slice(b" WHERE ");
+                    self.locate(&mut sql, &b, generated);
+                    let update = (sets > 0).then_some(sql);
                     if safe && b.keyed() {
                         statements.push(Stmt::SafeUpdate(update, a));
                     } else if let Some(update) = update {
@@ -586,21 +716,59 @@ impl Applier {
             let sql = insert_sql(&self.charsets, t, generated, &inserts, safe);
             statements.extend(sql.into_iter().map(Stmt::Plain));
         }
+        // Every statement must fit the target's max_allowed_packet (with
+        // room for the compound statement around it).
+        let budget = self.packet.saturating_sub(4 << 10);
+        let too_large = statements.iter().find_map(|s| match s {
+            Stmt::Plain(sql) if sql.len() > budget => Some(sql.len()),
+            Stmt::SafeUpdate(Some(sql), _) if sql.len() > budget => Some(sql.len()),
+            _ => None,
+        });
+        if let Some(size) = too_large {
+            return Err(CdcError::RowTooLarge {
+                at: at.to_string(),
+                table: t.to_string(),
+                size,
+                limit: self.packet,
+                suggest: (size + (64 << 10)).next_power_of_two(),
+            });
+        }
         let lane = &mut self.lanes[i];
         lane.at = at.to_string();
         let apply_err = |source: DbError| CdcError::Apply {
             at: at.to_string(),
             source: Box::new(source),
         };
+        if lane.txn_mark.is_none() {
+            lane.txn_mark = Some(lane.pending.len());
+            lane.txn_opened = !lane.in_txn;
+        }
         if !lane.in_txn {
-            lane.queue("START TRANSACTION".into());
+            lane.queue(b"START TRANSACTION");
             lane.in_txn = true;
         }
+        // The session checks the source had when it wrote these rows.
+        if lane.fk_checks != Some(fk_checks) {
+            lane.queue(
+                format!("SET SESSION foreign_key_checks = {}", u8::from(fk_checks)).as_bytes(),
+            );
+            lane.fk_checks = Some(fk_checks);
+        }
+        if lane.unique_checks != Some(unique_checks) {
+            lane.queue(
+                format!("SET SESSION unique_checks = {}", u8::from(unique_checks)).as_bytes(),
+            );
+            lane.unique_checks = Some(unique_checks);
+        }
+        let batch = budget.min(1 << 20);
         for s in statements {
             match s {
                 Stmt::Plain(sql) => {
-                    lane.queue(sql);
-                    if lane.pending.len() > 1 << 20 {
+                    if !lane.pending.is_empty() && lane.pending.len() + sql.len() > batch {
+                        lane.dispatch(&self.target, self.compound).await?;
+                    }
+                    lane.queue(&sql);
+                    if lane.pending.len() > batch {
                         lane.dispatch(&self.target, self.compound).await?;
                     }
                 }
@@ -618,7 +786,7 @@ impl Applier {
                                 .conn
                                 .as_mut()
                                 .expect("a settled lane has its connection");
-                            conn.query_drop(update.as_str())
+                            conn.query_drop(&update)
                                 .await
                                 .map_err(self.target.query_err(truncate(&update, 300)))
                                 .map_err(apply_err)?;
@@ -629,7 +797,7 @@ impl Applier {
                     if !found {
                         let upsert = std::slice::from_ref(&after);
                         for s in insert_sql(&self.charsets, t, generated, upsert, true) {
-                            lane.queue(s);
+                            lane.queue(&s);
                         }
                     }
                 }
@@ -638,51 +806,103 @@ impl Applier {
         Ok(())
     }
 
-    /// A WHERE condition that finds the row of `image`: its primary key, or
-    /// every column (NULL-safe) and `LIMIT 1` on a table without one.
-    fn locate(&self, image: &Image, generated: &HashSet<String>) -> (String, &'static str) {
+    /// Appends a WHERE condition that finds the row of `image`: its primary
+    /// key, or every column (NULL-safe) and `LIMIT 1` on a table without one.
+    fn locate(&self, sql: &mut Vec<u8>, image: &Image, generated: &HashSet<String>) {
         let keyed = image.keyed();
-        let op = if keyed { "=" } else { "<=>" };
-        let conds: Vec<String> = image
-            .columns
-            .iter()
-            .zip(&image.values)
-            .filter(|(c, _)| {
-                (!keyed || c.primary) && !generated.contains(&c.name.to_ascii_lowercase())
-            })
-            .map(|(c, v)| format!("{} {op} {}", quote_ident(&c.name), self.literal(c, v)))
-            .collect();
-        (conds.join(" AND "), if keyed { "" } else { " LIMIT 1" })
+        let op: &[u8] = if keyed { b" = " } else { b" <=> " };
+        let mut n = 0;
+        for (c, v) in image.columns.iter().zip(&image.values) {
+            if (keyed && !c.primary) || generated.contains(&c.name.to_ascii_lowercase()) {
+                continue;
+            }
+            if n > 0 {
+                sql.extend_from_slice(b" AND ");
+            }
+            sql.extend_from_slice(quote_ident(&c.name).as_bytes());
+            sql.extend_from_slice(op);
+            literal(sql, &self.charsets, c, v);
+            n += 1;
+        }
+        if !keyed {
+            sql.extend_from_slice(b" LIMIT 1");
+        }
+    }
+}
+
+impl Target for Applier {
+    async fn rows(&mut self, change: RowChange<'_>) -> Result<(), CdcError> {
+        Applier::rows(self, change).await
+    }
+    fn begin_txn(&mut self) {
+        Applier::begin_txn(self)
+    }
+    async fn rollback_txn(&mut self) -> Result<(), CdcError> {
+        Applier::rollback_txn(self).await
+    }
+    async fn commit(&mut self, end: TxnEnd) -> Result<(), CdcError> {
+        Applier::commit(self, end).await
+    }
+    async fn settle(&mut self) -> Result<(), CdcError> {
+        Applier::settle(self).await
+    }
+    async fn abandon(&mut self) {
+        Applier::abandon(self).await
+    }
+    fn busy(&self) -> bool {
+        Applier::busy(self)
+    }
+    fn queued_bytes(&self) -> usize {
+        Applier::queued_bytes(self)
+    }
+    fn take_committed(&mut self) -> Option<TxnEnd> {
+        Applier::take_committed(self)
+    }
+    async fn execute(&mut self, db: &str, sql: &str, ctx: &SessionContext) -> Result<(), DbError> {
+        Applier::execute(self, db, sql, ctx).await
+    }
+    async fn copy_table(
+        &mut self,
+        db: &str,
+        table: &str,
+        target_db: &str,
+    ) -> Result<BinlogPos, CdcError> {
+        Applier::copy_table(self, db, table, target_db).await
     }
 }
 
 enum Stmt {
-    Plain(String),
+    Plain(Vec<u8>),
     /// Safe mode: the UPDATE (None when nothing changed), else the after
     /// image upserted.
-    SafeUpdate(Option<String>, Image),
+    SafeUpdate(Option<Vec<u8>>, Image),
 }
 
-/// `v` as an exact SQL literal for `col`. Text travels as hex with its
-/// column's charset introducer (the binlog holds it in that charset; the
-/// column's collation applies where it is compared); the rest as in the
-/// full load.
-fn literal(charsets: &HashMap<u16, String>, col: &ColumnInfo, v: &Value) -> String {
-    let mut buf = Vec::new();
+/// Appends `v` as an exact SQL literal for `col`. Strings travel as
+/// escaped literals with their column's charset introducer
+/// (`_latin1'...'`, `_binary'...'`): the binlog holds them in that
+/// charset and the introducer keeps the bytes as they are, so the literal
+/// is about as long as the value (a hex literal would double it against
+/// max_allowed_packet). The statement is sent as bytes over a utf8mb4
+/// session, which never mistakes a quote or a backslash for part of a
+/// multi-byte character. BIT and spatial values stay hex; the rest is as
+/// in the full load.
+fn literal(buf: &mut Vec<u8>, charsets: &HashMap<u16, String>, col: &ColumnInfo, v: &Value) {
     match v {
         Value::Bytes(b) if col.is_text() => {
             if let Some(cs) = charsets.get(&col.collation) {
                 buf.push(b'_');
                 buf.extend_from_slice(cs.as_bytes());
-                buf.push(b' ');
             }
-            sql::push_hex(&mut buf, b);
+            sql::push_quoted(buf, b);
         }
-        Value::Bytes(b) if col.is_bytes() => sql::push_hex(&mut buf, b),
-        other => sql::push_literal(&mut buf, other, ColumnKind::Plain),
+        Value::Bytes(b) if col.is_bytes() && col.ty.is_character_type() => {
+            buf.extend_from_slice(b"_binary");
+            sql::push_quoted(buf, b);
+        }
+        Value::Bytes(b) if col.is_bytes() => sql::push_hex(buf, b),
+        other => sql::push_literal(buf, other, ColumnKind::Plain),
     }
-    // Literals are ASCII: hex, digits, dates, names of charsets.
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// INSERTs of `rows` (split near 1 MiB); `upsert` (safe mode) turns a
@@ -693,7 +913,7 @@ fn insert_sql(
     generated: &HashSet<String>,
     rows: &[Image],
     upsert: bool,
-) -> Vec<String> {
+) -> Vec<Vec<u8>> {
     let Some(first) = rows.first() else {
         return Vec::new();
     };
@@ -720,42 +940,43 @@ fn insert_sql(
     } else {
         String::new()
     };
-    let head = format!("INSERT INTO {t} ({}) VALUES ", names.join(", "));
+    let head = format!("INSERT INTO {t} ({}) VALUES ", names.join(", ")).into_bytes();
     let mut out = Vec::new();
     let mut sql = head.clone();
     let mut in_statement = 0;
     for row in rows {
         if in_statement > 0 {
-            sql.push(',');
+            sql.push(b',');
         }
-        sql.push('(');
+        sql.push(b'(');
         for (n, &i) in keep.iter().enumerate() {
             if n > 0 {
-                sql.push(',');
+                sql.push(b',');
             }
-            sql.push_str(&literal(charsets, &row.columns[i], &row.values[i]));
+            literal(&mut sql, charsets, &row.columns[i], &row.values[i]);
         }
-        sql.push(')');
+        sql.push(b')');
         in_statement += 1;
         if sql.len() > 1 << 20 {
-            sql.push_str(&on_dup);
+            sql.extend_from_slice(on_dup.as_bytes());
             out.push(std::mem::replace(&mut sql, head.clone()));
             in_statement = 0;
         }
     }
     if in_statement > 0 {
-        sql.push_str(&on_dup);
+        sql.extend_from_slice(on_dup.as_bytes());
         out.push(sql);
     }
     out
 }
 
 impl Lane {
-    fn queue(&mut self, sql: String) {
+    fn queue(&mut self, sql: &[u8]) {
         if !self.pending.is_empty() {
-            self.pending.push_str(";\n");
+            self.pending.extend_from_slice(b";\n");
         }
-        self.pending.push_str(&sql);
+        self.pending.extend_from_slice(sql);
+        self.statements += 1;
     }
 
     /// Sends the queued statements (after the previous batch succeeded)
@@ -765,15 +986,39 @@ impl Lane {
             return Ok(());
         }
         self.settle().await?;
-        let mut sql = std::mem::take(&mut self.pending);
-        if compound && sql.contains(";\n") {
-            sql = format!("BEGIN NOT ATOMIC {sql}; END");
+        // The open source transaction's first statements go out now: when
+        // the target transaction holds earlier ones, a savepoint marks its
+        // start so a rollback on the source can be followed.
+        if let Some(mark) = self.txn_mark {
+            if !self.txn_sent {
+                self.txn_sent = true;
+                if !self.txn_opened && mark <= self.pending.len() {
+                    let at = mark;
+                    let sp: &[u8] = if at == 0 {
+                        b"SAVEPOINT ferry_txn;\n"
+                    } else {
+                        b";\nSAVEPOINT ferry_txn"
+                    };
+                    self.pending.splice(at..at, sp.iter().copied());
+                    self.statements += 1;
+                    self.txn_savepoint = true;
+                }
+            }
         }
+        let mut sql = std::mem::take(&mut self.pending);
+        if compound && self.statements > 1 {
+            let mut wrapped = Vec::with_capacity(sql.len() + 24);
+            wrapped.extend_from_slice(b"BEGIN NOT ATOMIC ");
+            wrapped.extend_from_slice(&sql);
+            wrapped.extend_from_slice(b"; END");
+            sql = wrapped;
+        }
+        self.statements = 0;
         let mut conn = self.conn.take().expect("a settled lane has its connection");
         let target = target.clone();
         let task = tokio::spawn(async move {
             let result = conn
-                .query_drop(sql.as_str())
+                .query_drop(&sql)
                 .await
                 .map_err(target.query_err(truncate(&sql, 300)));
             (conn, result)
@@ -807,6 +1052,15 @@ impl Lane {
             source: Box::new(source),
         })
     }
+}
+
+/// Statements in a `;\n`-separated batch (a literal never holds a raw
+/// newline: it is escaped).
+fn count_statements(batch: &[u8]) -> usize {
+    if batch.is_empty() {
+        return 0;
+    }
+    1 + batch.windows(2).filter(|w| w == b";\n").count()
 }
 
 /// The job's lane markers on the target: lane index → position.
@@ -871,11 +1125,9 @@ fn fk_groups(edges: &[(String, String, String, String)]) -> HashMap<(String, Str
         .collect()
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
+/// The start of a statement, for messages.
+fn truncate(s: &[u8], n: usize) -> String {
+    crate::cdc::truncate(&String::from_utf8_lossy(&s[..s.len().min(n * 4)]), n)
 }
 
 #[cfg(test)]

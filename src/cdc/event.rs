@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
 use mysql_async::consts::ColumnType;
 use mysql_async::Value;
 use serde_json::{json, Value as Json};
 
-use super::decode::ColumnInfo;
+use crate::source::binlog::TableInfo;
+use crate::source::decode::ColumnInfo;
 
 /// What a table's columns need beyond their binlog type.
 #[derive(Debug, Default, Clone)]
@@ -27,59 +27,20 @@ pub struct TableMeta {
 }
 
 impl TableMeta {
-    /// From a TABLE_MAP (ENUM and SET names from its FULL metadata) and the
-    /// table's JSON and excluded column names.
-    pub fn from_table_map(
-        tme: &TableMapEvent<'_>,
+    /// From a table's TABLE_MAP (ENUM and SET names from its FULL
+    /// metadata) and its JSON and excluded column names.
+    pub fn new(
+        table: &TableInfo,
         names: &[String],
         json_columns: &[String],
         excluded: &dyn Fn(&str) -> bool,
     ) -> TableMeta {
-        let n = names.len();
-        let mut meta = TableMeta {
+        TableMeta {
             json: names.iter().map(|c| json_columns.contains(c)).collect(),
-            enums: vec![None; n],
-            sets: vec![None; n],
+            enums: table.enums.clone(),
+            sets: table.sets.clone(),
             excluded: names.iter().map(|c| excluded(c)).collect(),
-        };
-        let of_type = |ty: ColumnType| -> Vec<usize> {
-            (0..n)
-                .filter(|&i| matches!(tme.get_column_type(i), Ok(Some(t)) if t == ty))
-                .collect()
-        };
-        let (enum_cols, set_cols) = (
-            of_type(ColumnType::MYSQL_TYPE_ENUM),
-            of_type(ColumnType::MYSQL_TYPE_SET),
-        );
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        for field in tme.iter_optional_meta().flatten() {
-            match field {
-                OptionalMetadataField::EnumStrValue(v) => {
-                    for (col, values) in enum_cols.iter().zip(v.iter_values().flatten()) {
-                        meta.enums[*col] = Some(
-                            values
-                                .values()
-                                .iter()
-                                .map(|x| text(x.value_raw()))
-                                .collect(),
-                        );
-                    }
-                }
-                OptionalMetadataField::SetStrValue(v) => {
-                    for (col, values) in set_cols.iter().zip(v.iter_values().flatten()) {
-                        meta.sets[*col] = Some(
-                            values
-                                .values()
-                                .iter()
-                                .map(|x| text(x.value_raw()))
-                                .collect(),
-                        );
-                    }
-                }
-                _ => {}
-            }
         }
-        meta
     }
 }
 
@@ -352,32 +313,32 @@ fn set_names(names: &[String], bits: u64) -> Json {
     )
 }
 
-/// TableMeta per table, built once per TABLE_MAP.
+/// TableMeta per table, built once per TABLE_MAP (the reader shares one
+/// [`TableInfo`] per TABLE_MAP, so its address names it).
 #[derive(Default)]
 pub struct MetaCache {
-    by_id: HashMap<u64, (String, String, Arc<TableMeta>)>,
+    by_table: HashMap<usize, (Arc<TableInfo>, Arc<TableMeta>)>,
 }
 
 impl MetaCache {
-    /// The table's meta; `make` builds it the first time the TABLE_MAP's id
-    /// is seen for this table.
+    /// The table's meta; `make` builds it the first time.
     pub fn get(
         &mut self,
-        tme: &TableMapEvent<'_>,
+        table: &Arc<TableInfo>,
         make: impl FnOnce() -> TableMeta,
     ) -> Arc<TableMeta> {
-        let (db, table) = (tme.database_name(), tme.table_name());
-        match self.by_id.get(&tme.table_id()) {
-            Some((d, t, m)) if *d == db && *t == table => m.clone(),
-            _ => {
-                let m = Arc::new(make());
-                self.by_id.insert(
-                    tme.table_id(),
-                    (db.into_owned(), table.into_owned(), m.clone()),
-                );
-                m
-            }
-        }
+        let key = Arc::as_ptr(table) as usize;
+        self.by_table
+            .entry(key)
+            // The cache holds the table too, so its address is not reused.
+            .or_insert_with(|| (table.clone(), Arc::new(make())))
+            .1
+            .clone()
+    }
+
+    /// Forgets everything (the schema changed).
+    pub fn clear(&mut self) {
+        self.by_table.clear();
     }
 }
 

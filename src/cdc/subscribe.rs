@@ -17,22 +17,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::*;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::event::{self, MetaCache, Source, TableMeta};
-use super::{
-    decode, decode_rows, mariadb_gtid, open_stream, position, rotated_file, selected, server_id,
-    start_position, stream_error, uuid_text, BinlogPos, CdcError, Live, Stats,
-};
+use super::follow::{Follow, Step};
+use super::{position, server_id, start_position, BinlogPos, CdcError, Live, Stats};
 use crate::catalog::Catalog;
 use crate::db::{qualified, quote_ident, Connector};
 use crate::job::JobSpec;
 use crate::sink::{Record, Sink};
-use crate::state::{now_ms, Checkpoint, Store};
+use crate::source::binlog::{BinlogReader, Change, ChangeSource, Op, Rows, Start};
+use crate::source::decode::{self as decode, Image};
+use crate::state::{now_ms, Checkpoint, Store, XaRows};
 
 /// A batch is sent when it holds this many events (at a transaction end)
 /// or when the stream pauses.
@@ -55,7 +53,11 @@ async fn json_columns(job: &JobSpec, source: &Connector) -> Result<JsonColumns, 
     let _ = conn.disconnect().await;
     let mut out = JsonColumns::new();
     for (db, table, clause) in rows {
-        if selected(job, &db, &table).is_none() {
+        if !job
+            .select
+            .iter()
+            .any(|s| s.database == db && s.matches(&table))
+        {
             continue;
         }
         // json_valid(`col`)
@@ -96,10 +98,7 @@ pub async fn run(
     sink_state: &SinkState,
 ) -> Result<(), CdcError> {
     let Some(spec) = &job.sink else {
-        return Err(CdcError::Stream {
-            at: "start".into(),
-            source: mysql_async::Error::Other("a subscribe job needs a [sink]".into()),
-        });
+        return Err(CdcError::Setup("a subscribe job needs a [sink]".into()));
     };
     let mut sink = Sink::open(&spec.kind).await?;
     let what = sink.describe();
@@ -130,18 +129,26 @@ pub async fn run(
         }
     };
     let start = cp.position.clone();
-    let (mut stream, checksum) = open_stream(job, source, &start, cp.gtid.as_deref()).await?;
+    let mut reader = BinlogReader::open(
+        source,
+        Start {
+            position: &start,
+            gtid: cp.gtid.as_deref(),
+            server_id: server_id(job),
+        },
+    )
+    .await?;
     crate::progress::say(format!(
         "{}: streaming changes to {what} from {start} (SIGINT/SIGTERM stops)",
         job.name
     ));
-    let mut file = start.file.clone();
-    let mut seen_fde = false;
-    let mut gtid: Option<String> = cp.gtid.clone();
+    let mut follow = Follow::new(job, store.ghosts(&job.name)?);
     let mut in_txn = false;
     let mut stats = Stats::new();
+    let mut rows = 0u64;
     let mut metas = MetaCache::default();
-    let mut tables: HashMap<u64, (Arc<str>, Arc<str>, bool)> = HashMap::new();
+    // Rows of an open XA transaction: sent only if it commits.
+    let mut xa_rows: Option<Vec<Rows>> = None;
     // Events of the open transaction; whole transactions waiting for the sink.
     let mut txn: Vec<Record> = Vec::new();
     let mut out = Outbox {
@@ -152,17 +159,18 @@ pub async fn run(
         bytes: 0,
         end: None,
         delivered: 0,
+        xa_done: Vec::new(),
     };
+    // The GTID of the open transaction.
+    let mut txn_gtid: Option<String> = cp.gtid.clone();
     loop {
         let pause = match out.end.is_some() && !in_txn {
             true => Duration::from_millis(20),
             false => Duration::from_secs(3600),
         };
+        let wants = |db: &str, t: &str| follow.follows(db, t);
         let next = tokio::select! {
-            ev = stream.next() => match ev {
-                Some(ev) => Some(ev),
-                None => return Err(CdcError::StreamEnded { at: cp.position.to_string() }),
-            },
+            c = reader.next_change(&wants) => Some(c),
             _ = tokio::time::sleep(pause) => None,
             _ = cancel.cancelled() => {
                 // Whole transactions read so far go out; anything the sink
@@ -170,235 +178,256 @@ pub async fn run(
                 if out.end.is_some() {
                     let _ = out.flush(store, job, &mut cp).await;
                 }
-                stats.sample(store, job, &cp, source, live.source).await;
+                stats.sample(store, job, &cp, source, live.source, &reader, rows).await;
                 return Err(CdcError::Cancelled);
             }
         };
         // The stream paused with whole transactions waiting: send them.
-        let Some(ev) = next else {
+        let Some(change) = next else {
             out.flush(store, job, &mut cp).await?;
             continue;
         };
-        let ev = ev.map_err(|e| stream_error(&cp.position, server_id(job), e))?;
-        let header = ev.header();
-        stats.event(header.timestamp(), header.event_type_raw() == 27);
-        let end = u64::from(header.log_pos());
-        match header.event_type_raw() {
-            162 => {
-                if let Some((g, standalone)) = mariadb_gtid(header.server_id(), ev.data()) {
-                    gtid = Some(g);
-                    in_txn = !standalone;
-                }
-                continue;
-            }
-            160..=171 => continue,
-            27 => {
+        let mut end: Option<(BinlogPos, Option<String>)> = None;
+        match change? {
+            Change::Heartbeat { .. } => {
                 if !in_txn && out.end.is_some() {
                     out.flush(store, job, &mut cp).await?;
                 }
-                if stats.due() {
-                    stats.sample(store, job, &cp, source, live.source).await;
+            }
+            Change::Begin { xa, gtid } => {
+                in_txn = true;
+                txn_gtid = gtid;
+                if xa {
+                    xa_rows = Some(Vec::new());
                 }
-                continue;
             }
-            _ => {}
-        }
-        let data = match ev.read_data() {
-            Ok(Some(d)) => d,
-            Ok(None) => continue,
-            Err(e) => {
-                return Err(CdcError::Stream {
-                    at: pos_at(&file, end).to_string(),
-                    source: mysql_async::Error::Other(format!("undecodable event: {e}").into()),
-                })
-            }
-        };
-        let mut commit = false;
-        match data {
-            EventData::RotateEvent(r) => {
-                file = rotated_file(&r, header.log_pos(), seen_fde, checksum)
-            }
-            EventData::FormatDescriptionEvent(_) => seen_fde = true,
-            EventData::GtidEvent(g) => {
-                gtid = Some(format!("{}:{}", uuid_text(&g.sid()), g.gno()));
-                in_txn = false;
-            }
-            EventData::QueryEvent(q) => match q.query().trim() {
-                "BEGIN" => in_txn = true,
-                "COMMIT" => commit = true,
-                statement => {
-                    let schema = q.schema().into_owned();
-                    let ddl_db = ddl_database(job, &schema, statement);
-                    if let (true, Some(schema)) = (spec.ddl, ddl_db) {
-                        let src = Source {
-                            job: &job.name,
-                            db: schema,
-                            table: "",
-                            file: &file,
-                            pos: end,
-                            row: 0,
-                            gtid: gtid.as_deref(),
-                            server_id: header.server_id(),
-                            ts_ms: u64::from(header.timestamp()) * 1000,
-                            snapshot: false,
-                        };
-                        let payload =
-                            event::encode("ddl", None, None, &src, now_ms(), Some(statement));
-                        txn.push(Record {
-                            db: Arc::from(schema),
-                            table: Arc::from("_ddl"),
-                            key: None,
-                            id: src.id(),
-                            payload,
-                        });
-                    }
-                    // Column types may have changed.
-                    json = json_columns(job, source).await?;
-                    commit = !in_txn;
+            Change::Rows(r) => match xa_rows.as_mut() {
+                Some(buf) => buf.push(r),
+                None => {
+                    rows += r.images.len() as u64;
+                    live.limit.acquire(r.images.len() as u64).await;
+                    let ctx = RecordContext {
+                        job,
+                        json: &json,
+                        excluded: &excluded,
+                        gtid: txn_gtid.as_deref(),
+                    };
+                    ctx.records(&mut metas, r, None, &mut txn);
                 }
             },
-            EventData::XidEvent(_) => commit = true,
-            EventData::RowsEvent(rows) => {
-                let Some(tme) = stream.get_tme(rows.table_id()) else {
-                    return Err(CdcError::Stream {
-                        at: pos_at(&file, end).to_string(),
-                        source: mysql_async::Error::Other(
-                            format!(
-                                "rows event for table id {} without its TABLE_MAP",
-                                rows.table_id()
-                            )
-                            .into(),
-                        ),
+            Change::Commit { end: e, gtid } => {
+                in_txn = false;
+                if let Some(buf) = xa_rows.take() {
+                    let ctx = RecordContext {
+                        job,
+                        json: &json,
+                        excluded: &excluded,
+                        gtid: gtid.as_deref(),
+                    };
+                    for r in buf {
+                        ctx.records(&mut metas, r, None, &mut txn);
+                    }
+                }
+                end = Some((e, gtid));
+            }
+            Change::Rollback { .. } => {
+                in_txn = false;
+                xa_rows = None;
+                txn.clear();
+            }
+            Change::XaPrepare { xid, end: e, gtid } => {
+                in_txn = false;
+                let buf = xa_rows.take().unwrap_or_default();
+                store.put_xa(&job.name, &xid, &XaRows::from_rows(&buf))?;
+                end = Some((e, gtid));
+            }
+            Change::XaEnd {
+                xid,
+                commit,
+                end: e,
+                gtid,
+            } => {
+                in_txn = false;
+                if commit {
+                    let Some(stored) = store.xa(&job.name, &xid)? else {
+                        return Err(CdcError::XaUnknown {
+                            xid,
+                            at: e.to_string(),
+                        });
+                    };
+                    let ctx = RecordContext {
+                        job,
+                        json: &json,
+                        excluded: &excluded,
+                        gtid: gtid.as_deref(),
+                    };
+                    for r in stored.into_rows() {
+                        rows += r.images.len() as u64;
+                        ctx.records(&mut metas, r, Some(&e), &mut txn);
+                    }
+                }
+                out.xa_done.push((xid, e.clone()));
+                end = Some((e, gtid));
+            }
+            Change::Query(q) => {
+                let before = follow.ghosts().clone();
+                let steps = follow.plan(&q);
+                if *follow.ghosts() != before {
+                    store.put_ghosts(&job.name, follow.ghosts())?;
+                }
+                if let Some(Step::Fail(why)) = steps.iter().find(|s| matches!(s, Step::Fail(_))) {
+                    return Err(CdcError::Unsupported {
+                        at: q.end.to_string(),
+                        message: why.clone(),
                     });
-                };
-                // Per TABLE_MAP id: the names (shared by every record)
-                // and whether the job selects the table.
-                let (db, table) = {
-                    let (d, t) = (tme.database_name(), tme.table_name());
-                    match tables.get(&tme.table_id()) {
-                        Some((db, table, _)) if **db == *d && **table == *t => {}
-                        _ => {
-                            let wanted = selected(job, &d, &t).is_some();
-                            tables.insert(tme.table_id(), (Arc::from(&*d), Arc::from(&*t), wanted));
-                        }
+                }
+                let changed = steps.iter().any(Step::changes_target);
+                for step in steps {
+                    let (db, table, statement) = match step {
+                        Step::Run {
+                            source_db,
+                            table,
+                            source_sql,
+                            ..
+                        } => (source_db, table, source_sql),
+                        Step::Copy { db, table } => (db, Some(table), q.statement.text.clone()),
+                        Step::Skip(_) | Step::Fail(_) => continue,
+                    };
+                    if !spec.ddl {
+                        continue;
                     }
-                    match &tables[&tme.table_id()] {
-                        (db, table, true) => (db.clone(), table.clone()),
-                        _ => continue,
-                    }
-                };
-                let op = match rows {
-                    RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => "c",
-                    RowsEventData::UpdateRowsEvent(_)
-                    | RowsEventData::UpdateRowsEventV1(_)
-                    | RowsEventData::PartialUpdateRowsEvent(_) => "u",
-                    RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => "d",
-                };
-                let images = decode_rows(&rows, tme, &pos_at(&file, end))?;
-                let Some(first) = images.first() else {
-                    continue;
-                };
-                let meta = metas.get(tme, || {
-                    let cols = first.1.as_ref().or(first.0.as_ref());
-                    let names: Vec<String> = cols
-                        .map(|i| i.columns.iter().map(|c| c.name.clone()).collect())
-                        .unwrap_or_default();
-                    let json_cols = json
-                        .get(&(db.to_string(), table.to_string()))
-                        .cloned()
-                        .unwrap_or_default();
-                    let prefix = format!("{db}.{table}.");
-                    TableMeta::from_table_map(tme, &names, &json_cols, &|c: &str| {
-                        excluded.is_match(format!("{prefix}{c}"))
-                    })
-                });
-                stats.rows += images.len() as u64;
-                live.limit.acquire(images.len() as u64).await;
-                let now = now_ms();
-                for (i, (before, after)) in images.into_iter().enumerate() {
                     let src = Source {
                         job: &job.name,
                         db: &db,
-                        table: &table,
-                        file: &file,
-                        pos: end,
-                        row: i as u32,
-                        gtid: gtid.as_deref(),
-                        server_id: header.server_id(),
-                        ts_ms: u64::from(header.timestamp()) * 1000,
+                        table: table.as_deref().unwrap_or(""),
+                        file: &q.end.file,
+                        pos: q.end.pos,
+                        row: txn.len() as u32,
+                        gtid: q.gtid.as_deref(),
+                        server_id: q.server_id,
+                        ts_ms: u64::from(q.context.timestamp) * 1000,
                         snapshot: false,
                     };
-                    fn image<'a>(
-                        im: &'a Option<super::apply::Image>,
-                        meta: &'a TableMeta,
-                    ) -> Option<event::RowRef<'a>> {
-                        im.as_ref().map(|im| event::RowRef {
-                            columns: &im.columns,
-                            values: &im.values,
-                            meta,
-                        })
-                    }
-                    let key_of = image(&after, &meta)
-                        .or(image(&before, &meta))
-                        .and_then(event::key);
-                    let payload = event::encode(
-                        op,
-                        image(&before, &meta),
-                        image(&after, &meta),
-                        &src,
-                        now,
-                        None,
-                    );
+                    let payload =
+                        event::encode("ddl", None, None, &src, now_ms(), Some(&statement));
                     txn.push(Record {
-                        db: db.clone(),
-                        table: table.clone(),
-                        key: key_of,
+                        db: Arc::from(db.as_str()),
+                        table: Arc::from("_ddl"),
+                        key: None,
                         id: src.id(),
                         payload,
                     });
                 }
+                if changed {
+                    // Column types may have changed.
+                    json = json_columns(job, source).await?;
+                    metas.clear();
+                }
+                if !q.in_txn {
+                    end = Some((q.end.clone(), q.gtid.clone()));
+                }
             }
-            _ => {}
         }
-        if commit {
-            in_txn = false;
+        if let Some(e) = end {
             out.bytes += txn.iter().map(|r| r.payload.len()).sum::<usize>();
             out.records.append(&mut txn);
-            out.end = Some((pos_at(&file, end), gtid.clone()));
+            out.end = Some(e);
             if out.records.len() >= BATCH_EVENTS || out.bytes >= BATCH_BYTES {
                 out.flush(store, job, &mut cp).await?;
             }
         }
         if stats.due() {
-            stats.sample(store, job, &cp, source, live.source).await;
+            stats
+                .sample(store, job, &cp, source, live.source, &reader, rows)
+                .await;
         }
     }
 }
 
-/// The selected database a statement ran in or names (`db.` or
-/// `` `db`. ``), if any.
-fn ddl_database<'j>(job: &'j JobSpec, schema: &str, statement: &str) -> Option<&'j str> {
-    let names = |db: &str| {
-        statement.contains(&format!("`{db}`.")) || {
-            let needle = format!("{db}.");
-            statement.match_indices(&needle).any(|(i, _)| {
-                statement[..i]
-                    .chars()
-                    .next_back()
-                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '$'))
-            })
-        }
-    };
-    job.select
-        .iter()
-        .find(|s| s.database == schema || names(&s.database))
-        .map(|s| s.database.as_str())
+/// What turning a rows event into records needs.
+struct RecordContext<'a> {
+    job: &'a JobSpec,
+    json: &'a JsonColumns,
+    excluded: &'a globset::GlobSet,
+    /// The transaction's GTID.
+    gtid: Option<&'a str>,
 }
 
-fn pos_at(file: &str, pos: u64) -> BinlogPos {
-    BinlogPos {
-        file: file.to_string(),
-        pos,
+impl RecordContext<'_> {
+    /// The records of one rows event; `at` overrides its position (an XA
+    /// transaction's rows are sent at its commit).
+    fn records(
+        &self,
+        metas: &mut MetaCache,
+        r: Rows,
+        at: Option<&BinlogPos>,
+        out: &mut Vec<Record>,
+    ) {
+        let Some(first) = r.images.first() else {
+            return;
+        };
+        let (db, table) = (r.table.db.clone(), r.table.name.clone());
+        let meta = metas.get(&r.table, || {
+            let cols = first.1.as_ref().or(first.0.as_ref());
+            let names: Vec<String> = cols
+                .map(|i| i.columns.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default();
+            let json_cols = self
+                .json
+                .get(&(db.to_string(), table.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            let prefix = format!("{db}.{table}.");
+            TableMeta::new(&r.table, &names, &json_cols, &|c: &str| {
+                self.excluded.is_match(format!("{prefix}{c}"))
+            })
+        });
+        let op = match r.op {
+            Op::Insert => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+        };
+        let pos = at.unwrap_or(&r.end);
+        let now = now_ms();
+        for (i, (before, after)) in r.images.into_iter().enumerate() {
+            let src = Source {
+                job: &self.job.name,
+                db: &db,
+                table: &table,
+                file: &pos.file,
+                pos: pos.pos,
+                row: i as u32,
+                gtid: self.gtid,
+                server_id: r.server_id,
+                ts_ms: u64::from(r.timestamp) * 1000,
+                snapshot: false,
+            };
+            fn image<'a>(im: &'a Option<Image>, meta: &'a TableMeta) -> Option<event::RowRef<'a>> {
+                im.as_ref().map(|im| event::RowRef {
+                    columns: &im.columns,
+                    values: &im.values,
+                    meta,
+                })
+            }
+            let key_of = image(&after, &meta)
+                .or(image(&before, &meta))
+                .and_then(event::key);
+            let payload = event::encode(
+                op,
+                image(&before, &meta),
+                image(&after, &meta),
+                &src,
+                now,
+                None,
+            );
+            out.push(Record {
+                db: db.clone(),
+                table: table.clone(),
+                key: key_of,
+                id: src.id(),
+                payload,
+            });
+        }
     }
 }
 
@@ -414,6 +443,8 @@ struct Outbox<'a> {
     /// Where the last transaction in `records` ends.
     end: Option<(BinlogPos, Option<String>)>,
     delivered: u64,
+    /// XA transactions resolved, kept in the state until checkpointed.
+    xa_done: Vec<(String, BinlogPos)>,
 }
 
 impl Outbox<'_> {
@@ -434,6 +465,10 @@ impl Outbox<'_> {
             cp.gtid = gtid;
             cp.unix_ms = now_ms();
             store.put_checkpoint(&job.name, cp)?;
+            for (xid, _) in self.xa_done.iter().filter(|(_, end)| *end <= cp.position) {
+                store.remove_xa(&job.name, xid)?;
+            }
+            self.xa_done.retain(|(_, end)| *end > cp.position);
         }
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
             "{}: ok, {} events delivered",
@@ -570,36 +605,4 @@ async fn snapshot(
     let _ = conn.query_drop("COMMIT").await;
     let _ = conn.disconnect().await;
     Ok((at, None))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ddl_is_matched_to_a_selected_database() {
-        let job = crate::job::parse_job(
-            "t.toml",
-            "name = \"s\"\nmode = \"subscribe\"\n[source]\nhost = \"h\"\nport = 1\nuser = \"u\"\n\
-             password_env = \"P\"\n[[select]]\ndatabase = \"shop\"\n[sink]\nkind = \"jsonl\"\npath = \"-\"\n",
-        )
-        .expect("job");
-        assert_eq!(
-            ddl_database(&job, "shop", "ALTER TABLE t ADD c INT"),
-            Some("shop")
-        );
-        assert_eq!(
-            ddl_database(&job, "", "ALTER TABLE shop.t ADD c INT"),
-            Some("shop")
-        );
-        assert_eq!(
-            ddl_database(&job, "", "ALTER TABLE `shop`.t ADD c INT"),
-            Some("shop")
-        );
-        assert_eq!(
-            ddl_database(&job, "", "ALTER TABLE myshop.t ADD c INT"),
-            None
-        );
-        assert_eq!(ddl_database(&job, "other", "CREATE TABLE x (a INT)"), None);
-    }
 }

@@ -153,6 +153,7 @@ pub enum ExistingRows {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FullOptions {
     pub threads: usize,
     pub chunk_rows: u64,
@@ -193,12 +194,29 @@ pub enum DdlPolicy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CdcOptions {
     pub start: CdcStart,
     pub ddl: DdlPolicy,
     pub threads: usize,
     pub retry_for: Duration,
+    /// Names of the new table an online schema change tool copies a table
+    /// into, with `{table}` for the table's name (gh-ost's `_{table}_gho`,
+    /// pt-online-schema-change's `_{table}_new`).
+    pub shadow_tables: Vec<String>,
+    /// Names such a tool gives the old table and its helper tables.
+    pub trash_tables: Vec<String>,
 }
+
+/// gh-ost's and pt-online-schema-change's table names.
+pub const DEFAULT_SHADOW_TABLES: [&str; 2] = ["_{table}_gho", "_{table}_new"];
+pub const DEFAULT_TRASH_TABLES: [&str; 5] = [
+    "_{table}_ghc",
+    "_{table}_ghk",
+    "_{table}_del",
+    "_{table}_*_del",
+    "_{table}_old",
+];
 
 impl Default for CdcOptions {
     fn default() -> Self {
@@ -207,6 +225,8 @@ impl Default for CdcOptions {
             ddl: DdlPolicy::Apply,
             threads: 1,
             retry_for: Duration::from_secs(12 * 3600),
+            shadow_tables: DEFAULT_SHADOW_TABLES.map(String::from).to_vec(),
+            trash_tables: DEFAULT_TRASH_TABLES.map(String::from).to_vec(),
         }
     }
 }
@@ -220,6 +240,7 @@ pub enum VerifyLevel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VerifyOptions {
     pub after_full: VerifyLevel,
     pub every: Option<Duration>,
@@ -280,6 +301,7 @@ pub enum SinkKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Alerts {
     pub lag: Option<Duration>,
 }

@@ -64,6 +64,8 @@ pub struct RawCdc {
     pub ddl: Option<Spanned<String>>,
     pub threads: Option<Spanned<i64>>,
     pub retry_for: Option<Spanned<String>>,
+    pub shadow_tables: Option<Vec<Spanned<String>>>,
+    pub trash_tables: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -180,6 +180,12 @@ impl Validator<'_> {
             if let Some(r) = c.retry_for {
                 cdc.retry_for = self.duration(&r, "cdc.retry_for")?;
             }
+            if let Some(list) = c.shadow_tables {
+                cdc.shadow_tables = self.table_templates(list, "cdc.shadow_tables")?;
+            }
+            if let Some(list) = c.trash_tables {
+                cdc.trash_tables = self.table_templates(list, "cdc.trash_tables")?;
+            }
         }
 
         let mut verify = VerifyOptions::default();
@@ -470,6 +476,29 @@ impl Validator<'_> {
             "cdc.start",
             format!("{v:?} is not auto | now | \"FILE:POS\" | \"gtid:SET\""),
         ))
+    }
+
+    /// Table-name templates: each holds `{table}` once.
+    fn table_templates(
+        &self,
+        list: Vec<Spanned<String>>,
+        field: &str,
+    ) -> Result<Vec<String>, JobError> {
+        list.into_iter()
+            .map(|t| {
+                if t.get_ref().matches("{table}").count() != 1 || t.get_ref() == "{table}" {
+                    return Err(self.err(
+                        t.span(),
+                        field,
+                        format!(
+                            "{:?} must contain {{table}} once, with something around it                              (e.g. \"_{{table}}_gho\")",
+                            t.get_ref()
+                        ),
+                    ));
+                }
+                Ok(t.into_inner())
+            })
+            .collect()
     }
 
     fn int_in(&self, v: &Spanned<i64>, field: &str, min: i64, max: i64) -> Result<i64, JobError> {

@@ -35,15 +35,13 @@ fn run_case_on(name: &str, source: &Server, target: &Server) {
     let tmp = temp_dir(name);
     let job = write_job(tmp.path(), &job_text(&template, source, target.port));
     if dir.join("workload.sql").exists() {
-        let sel = &spec.select[0];
         crate::cdc::run_sync_case(
             &dir,
             source,
             target,
             &job,
             &tmp.path().join("state"),
-            &sel.database,
-            &sel.target_database,
+            &spec.select[0],
         );
         return;
     }
@@ -90,7 +88,7 @@ macro_rules! cases {
     };
 }
 
-cases!(all_types, keys, existing_overwrite, cdc_workload; also rename_filter);
+cases!(all_types, keys, existing_overwrite, cdc_workload, ddl_forms, ddl_table_list, ddl_session, ghost_sequence; also rename_filter);
 
 /// Where the target has `local_infile` off, Ferry writes multi-row INSERTs
 /// instead of LOAD DATA: the same cases, the other path.

@@ -160,13 +160,22 @@ pub fn run_sync_case(
     target: &Server,
     job: &Path,
     state: &Path,
-    src_db: &str,
-    dst_db: &str,
+    sel: &ferry::job::Selection,
 ) {
+    let (src_db, dst_db) = (sel.database.as_str(), sel.target_database.as_str());
     let mut run = SyncRun::start(state, job);
     run.wait_streaming();
     source.sql_file(&dir.join("workload.sql"));
-    wait_same(source, src_db, target, dst_db, Duration::from_secs(90));
+    let converged = std::panic::catch_unwind(|| {
+        wait_same_selected(source, target, sel, Duration::from_secs(90))
+    });
+    if let Err(e) = converged {
+        panic!(
+            "{e:?}\nferry:\n{}\nlog tail:\n{}",
+            run.output(),
+            log_tail(state)
+        );
+    }
     run.assert_running();
     run.stop();
     let late = dir.join("workload_late.sql");
@@ -174,7 +183,16 @@ pub fn run_sync_case(
         source.sql_file(&late);
         let mut run = SyncRun::start(state, job);
         run.wait_streaming();
-        wait_same(source, src_db, target, dst_db, Duration::from_secs(90));
+        let converged = std::panic::catch_unwind(|| {
+            wait_same_selected(source, target, sel, Duration::from_secs(90))
+        });
+        if let Err(e) = converged {
+            panic!(
+                "{e:?}\nferry:\n{}\nlog tail:\n{}",
+                run.output(),
+                log_tail(state)
+            );
+        }
         run.stop();
     }
     // The state kept a lag/throughput history, ending where the job stopped.
@@ -187,13 +205,28 @@ pub fn run_sync_case(
     let last = samples.last().expect("at least one CDC sample");
     assert_eq!(last.1.position, cp.position);
     drop(store);
-    // The target has no table the source lacks (renames, drops applied).
-    let list = |s: &Server, db: &str| {
+    // The target has the selected tables and views, those a case expects
+    // besides (renamed out of the selection), and nothing else: renames
+    // and drops applied, helper tables of online schema changes absent.
+    let list = |s: &Server, db: &str| -> Vec<String> {
         s.sql(&format!(
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' ORDER BY 1"
         ))
+        .lines()
+        .map(str::to_string)
+        .collect()
     };
-    assert_eq!(list(source, src_db), list(target, dst_db));
+    let mut want: Vec<String> = list(source, src_db)
+        .into_iter()
+        .filter(|t| sel.matches(t))
+        .collect();
+    if let Ok(extra) = std::fs::read_to_string(dir.join("target_extra.txt")) {
+        want.extend(extra.lines().filter(|l| !l.is_empty()).map(str::to_string));
+    }
+    want.sort();
+    let mut have = list(target, dst_db);
+    have.sort();
+    assert_eq!(want, have, "tables on the target");
 }
 
 /// kill -9 while transactions stream in, three times; restart; no keyless

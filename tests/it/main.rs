@@ -93,9 +93,11 @@ pub fn write_job(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-/// The ferry binary with the test password in its environment.
+/// The ferry binary with the test password in its environment
+/// (`FERRY_BIN` runs another build, e.g. an older one, against the tests).
 pub fn ferry(state: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    let bin = std::env::var("FERRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").into());
+    let mut c = Command::new(bin);
     c.arg("--state")
         .arg(state)
         .env("FERRY_SRC_PASSWORD", PASSWORD)
@@ -134,7 +136,11 @@ async fn conn(server: &Server) -> mysql_async::Conn {
 
 /// Every row of `db.table`, each as debug text of its values, sorted.
 async fn rows(c: &mut mysql_async::Conn, db: &str, table: &str) -> Vec<String> {
-    let q = format!("SELECT * FROM `{db}`.`{table}`");
+    let q = format!(
+        "SELECT * FROM `{}`.`{}`",
+        db.replace('`', "``"),
+        table.replace('`', "``")
+    );
     let rows: Vec<mysql_async::Row> = c.exec(q, ()).await.expect("select");
     let mut out: Vec<String> = rows
         .into_iter()
@@ -266,6 +272,47 @@ pub fn wait_same(source: &Server, src_db: &str, target: &Server, dst_db: &str, t
             Ok(()) => return,
             Err(e) if Instant::now() > deadline => panic!("no convergence after {timeout:?}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The tables of `sel`'s database on the source that it selects, sorted.
+pub fn selected_tables(source: &Server, sel: &ferry::job::Selection) -> Vec<String> {
+    source
+        .sql(&format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' \
+             AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+            sel.database
+        ))
+        .lines()
+        .filter(|t| sel.matches(t))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until the target holds exactly the rows of every table `sel`
+/// selects on the source (as the source has them now), failing with the
+/// last difference after `timeout`.
+pub fn wait_same_selected(
+    source: &Server,
+    target: &Server,
+    sel: &ferry::job::Selection,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let tables = selected_tables(source, sel);
+        let only: Vec<&str> = tables.iter().map(String::as_str).collect();
+        match compare(
+            source,
+            &sel.database,
+            target,
+            &sel.target_database,
+            Some(&only),
+        ) {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("no convergence after {timeout:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
         }
     }
 }

@@ -64,6 +64,7 @@ fn replay(events: &[Json], table: &str) -> BTreeMap<i64, Json> {
             "d" => {
                 rows.remove(&e["before"]["id"].as_i64().expect("id"));
             }
+            "ddl" => {}
             other => panic!("unknown op {other}"),
         }
     }
@@ -248,6 +249,8 @@ fn jsonl_carries_every_op_and_type() {
         .as_str()
         .unwrap_or_default()
         .contains("ADD COLUMN late"));
+    // A DDL event names the table it is about.
+    assert_eq!(ddl["source"]["table"], json!("t"), "{ddl}");
     let u = events
         .iter()
         .find(|e| e["op"] == "u" && e["after"]["id"] == 1)

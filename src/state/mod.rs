@@ -13,17 +13,22 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::cdc::BinlogPos;
+use crate::cdc::follow::Ghost;
 use crate::job::JobSpec;
+use crate::source::position::BinlogPos;
+
+mod v2;
 
 /// Format of the state file this build writes. Bump it with a migration.
 /// 2: job definitions carry `[verify]` tuning and the `[sink]` options
 /// (format 1 files, from before, are refused: nothing to migrate yet).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: a job's definition is stored as JSON in its record (new job-file
+/// options then default without a migration); format 2 is migrated.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// `"format_version"` → u32 little-endian.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
-/// job name → postcard [`JobRecord`].
+/// job name → postcard [`JobRecord`] (format 3: see [`StoredJob`]).
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs-1");
 /// (job, `db.table`) → postcard [`TablePlan`].
 const FULL_TABLES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("full-tables-1");
@@ -41,6 +46,19 @@ const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events
 /// (job, started unix ms) → postcard [`VerifyRun`]; the last
 /// [`VERIFY_RUNS_KEPT`] per job.
 const VERIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("verify-1");
+
+/// (job, XID) → postcard [`XaRows`]: the rows of an XA transaction
+/// prepared on the source and not yet committed or rolled back.
+const XA: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("xa-1");
+
+/// job → postcard list of ((database, shadow table), [`Ghost`]): the
+/// online schema changes in progress on the source.
+const GHOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ghosts-1");
+
+/// job → postcard [`BinlogPos`]: a statement sent to the target whose
+/// position is not checkpointed yet (a replay after a crash may find it
+/// applied).
+const DDL_PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("ddl-pending-1");
 
 /// How many verification runs the state keeps per job.
 pub const VERIFY_RUNS_KEPT: usize = 50;
@@ -149,6 +167,7 @@ impl JobState {
 
 /// A job as the state remembers it: its definition (no secrets) and state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "StoredJob", try_from = "StoredJob")]
 pub struct JobRecord {
     pub spec: JobSpec,
     pub state: JobState,
@@ -157,6 +176,50 @@ pub struct JobRecord {
     pub reason: Option<String>,
     /// Schema copied (tables, views, routines) for this job.
     pub schema_done: bool,
+    /// The full load's tables are planned: a resumed load copies what is
+    /// left of them and never plans tables created since it began (the
+    /// CDC creates and fills those).
+    pub load_planned: bool,
+}
+
+/// A [`JobRecord`] as stored: the definition as JSON, so options added to
+/// job files later decode with their defaults.
+#[derive(Serialize, Deserialize)]
+struct StoredJob {
+    spec_json: String,
+    state: JobState,
+    since_ms: u64,
+    reason: Option<String>,
+    schema_done: bool,
+    load_planned: bool,
+}
+
+impl From<JobRecord> for StoredJob {
+    fn from(r: JobRecord) -> Self {
+        StoredJob {
+            // A JobSpec always serializes (plain data, no maps with odd keys).
+            spec_json: serde_json::to_string(&r.spec).unwrap_or_default(),
+            state: r.state,
+            since_ms: r.since_ms,
+            reason: r.reason,
+            schema_done: r.schema_done,
+            load_planned: r.load_planned,
+        }
+    }
+}
+
+impl TryFrom<StoredJob> for JobRecord {
+    type Error = serde_json::Error;
+    fn try_from(s: StoredJob) -> std::result::Result<Self, Self::Error> {
+        Ok(JobRecord {
+            spec: serde_json::from_str(&s.spec_json)?,
+            state: s.state,
+            since_ms: s.since_ms,
+            reason: s.reason,
+            schema_done: s.schema_done,
+            load_planned: s.load_planned,
+        })
+    }
 }
 
 /// A table's full-load plan: how many chunks, and whether it is finished.
@@ -450,7 +513,11 @@ impl Store {
                         supported: FORMAT_VERSION,
                     })
                 }
-                // Older formats get their migrations here; format 1 has none.
+                Some(2) => {
+                    migrate_v2(&tx, path)?;
+                    meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())?;
+                }
+                // Format 1 has no migration.
                 Some(v) if v < FORMAT_VERSION => {
                     return Err(StateError::OlderFormat {
                         path: path.display().to_string(),
@@ -470,6 +537,9 @@ impl Store {
             tx.open_table(CDC_STATS)?;
             tx.open_table(EVENTS)?;
             tx.open_table(VERIFY)?;
+            tx.open_table(XA)?;
+            tx.open_table(GHOSTS)?;
+            tx.open_table(DDL_PENDING)?;
         }
         tx.commit()?;
         Ok(())
@@ -850,6 +920,248 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+
+    /// Records a table copied whole during CDC (it entered the selection):
+    /// done, with the binlog position of its snapshot.
+    pub fn put_copied_table(&self, job: &str, table: &str, snapshot: &BinlogPos) -> Result<()> {
+        let plan = TablePlan {
+            chunks: 1,
+            keyless: false,
+            rows_estimate: 0,
+            done: true,
+            snapshot: Some(snapshot.clone()),
+        };
+        let chunk = Chunk {
+            lower: None,
+            upper: None,
+            done: true,
+            rows: 0,
+        };
+        self.put_table_plan(job, table, &plan, &[chunk])
+    }
+
+    pub fn put_xa(&self, job: &str, xid: &str, rows: &XaRows) -> Result<()> {
+        let bytes = encode(rows)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(XA)?.insert((job, xid), bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn xa(&self, job: &str, xid: &str) -> Result<Option<XaRows>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(XA)?;
+        t.get((job, xid))?
+            .map(|v| decode("xa-1", xid, v.value()))
+            .transpose()
+    }
+
+    pub fn remove_xa(&self, job: &str, xid: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(XA)?.remove((job, xid))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn ghosts(&self, job: &str) -> Result<crate::cdc::Ghosts> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(GHOSTS)?;
+        let list: Vec<((String, String), Ghost)> = match t.get(job)? {
+            Some(v) => decode("ghosts-1", job, v.value())?,
+            None => Vec::new(),
+        };
+        Ok(list.into_iter().collect())
+    }
+
+    pub fn put_ghosts(&self, job: &str, ghosts: &crate::cdc::Ghosts) -> Result<()> {
+        let list: Vec<(&(String, String), &Ghost)> = ghosts.iter().collect();
+        let bytes = encode(&list)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(GHOSTS)?.insert(job, bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn ddl_pending(&self, job: &str) -> Result<Option<BinlogPos>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DDL_PENDING)?;
+        t.get(job)?
+            .map(|v| decode("ddl-pending-1", job, v.value()))
+            .transpose()
+    }
+
+    pub fn set_ddl_pending(&self, job: &str, at: Option<&BinlogPos>) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(DDL_PENDING)?;
+            match at {
+                Some(at) => {
+                    t.insert(job, encode(at)?.as_slice())?;
+                }
+                None => {
+                    t.remove(job)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The rows of a prepared XA transaction, as the state keeps them until
+/// its outcome arrives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct XaRows {
+    pub events: Vec<StoredRows>,
+}
+
+/// One rows event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRows {
+    pub db: String,
+    pub table: String,
+    /// 0 insert, 1 update, 2 delete.
+    pub op: u8,
+    pub no_foreign_key_checks: bool,
+    pub relaxed_unique_checks: bool,
+    pub end: BinlogPos,
+    pub columns: [Vec<StoredColumn>; 2],
+    /// (before, after) values per row.
+    pub rows: Vec<StoredRow>,
+}
+
+/// A row's (before, after) values.
+pub type StoredRow = (Option<Vec<KeyValue>>, Option<Vec<KeyValue>>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredColumn {
+    pub name: String,
+    pub ty: u8,
+    pub unsigned: bool,
+    pub primary: bool,
+    pub collation: u16,
+}
+
+impl XaRows {
+    pub fn from_rows(rows: &[crate::source::binlog::Rows]) -> XaRows {
+        use crate::source::binlog::Op;
+        let events = rows
+            .iter()
+            .map(|r| {
+                let mut columns: [Vec<StoredColumn>; 2] = [Vec::new(), Vec::new()];
+                let mut out = Vec::with_capacity(r.images.len());
+                for (b, a) in &r.images {
+                    let mut side = |i: usize, im: &Option<crate::source::decode::Image>| {
+                        im.as_ref().map(|im| {
+                            if columns[i].is_empty() {
+                                columns[i] = im
+                                    .columns
+                                    .iter()
+                                    .map(|c| StoredColumn {
+                                        name: c.name.clone(),
+                                        ty: c.ty as u8,
+                                        unsigned: c.unsigned,
+                                        primary: c.primary,
+                                        collation: c.collation,
+                                    })
+                                    .collect();
+                            }
+                            im.values.iter().cloned().map(KeyValue::from).collect()
+                        })
+                    };
+                    let before = side(0, b);
+                    let after = side(1, a);
+                    out.push((before, after));
+                }
+                StoredRows {
+                    db: r.table.db.to_string(),
+                    table: r.table.name.to_string(),
+                    op: match r.op {
+                        Op::Insert => 0,
+                        Op::Update => 1,
+                        Op::Delete => 2,
+                    },
+                    no_foreign_key_checks: r.flags.no_foreign_key_checks,
+                    relaxed_unique_checks: r.flags.relaxed_unique_checks,
+                    end: r.end.clone(),
+                    columns,
+                    rows: out,
+                }
+            })
+            .collect();
+        XaRows { events }
+    }
+
+    pub fn into_rows(self) -> Vec<crate::source::binlog::Rows> {
+        use crate::source::binlog::{Op, RowFlags, Rows, TableInfo};
+        use crate::source::decode::{ColumnInfo, Image};
+        use std::sync::Arc;
+        self.events
+            .into_iter()
+            .map(|e| {
+                let cols = |c: &[StoredColumn]| -> Arc<[ColumnInfo]> {
+                    c.iter()
+                        .map(|c| ColumnInfo {
+                            name: c.name.clone(),
+                            ty: mysql_async::consts::ColumnType::try_from(c.ty)
+                                .unwrap_or(mysql_async::consts::ColumnType::MYSQL_TYPE_BLOB),
+                            unsigned: c.unsigned,
+                            primary: c.primary,
+                            collation: c.collation,
+                            set_flag: false,
+                        })
+                        .collect()
+                };
+                let (before, after) = (cols(&e.columns[0]), cols(&e.columns[1]));
+                let image = |columns: &Arc<[ColumnInfo]>, v: Option<Vec<KeyValue>>| {
+                    v.map(|v| Image {
+                        columns: columns.clone(),
+                        values: v.iter().map(mysql_async::Value::from).collect(),
+                    })
+                };
+                Rows {
+                    table: Arc::new(TableInfo {
+                        db: Arc::from(e.db.as_str()),
+                        name: Arc::from(e.table.as_str()),
+                        ..Default::default()
+                    }),
+                    op: match e.op {
+                        0 => Op::Insert,
+                        1 => Op::Update,
+                        _ => Op::Delete,
+                    },
+                    images: e
+                        .rows
+                        .into_iter()
+                        .map(|(b, a)| (image(&before, b), image(&after, a)))
+                        .collect(),
+                    flags: RowFlags {
+                        no_foreign_key_checks: e.no_foreign_key_checks,
+                        relaxed_unique_checks: e.relaxed_unique_checks,
+                    },
+                    end: e.end,
+                    timestamp: 0,
+                    server_id: 0,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Format 2 → 3: job records re-encoded with the definition as JSON.
+fn migrate_v2(tx: &redb::WriteTransaction, path: &Path) -> Result<()> {
+    let mut jobs = tx.open_table(JOBS)?;
+    let mut records = Vec::new();
+    for entry in jobs.iter()? {
+        let (k, v) = entry?;
+        let old: v2::JobRecord = decode("jobs-1 (format 2)", k.value(), v.value())?;
+        records.push((k.value().to_string(), JobRecord::from(old)));
+    }
+    for (name, record) in records {
+        jobs.insert(name.as_str(), encode(&record)?.as_slice())?;
+    }
+    tracing::info!(path = %path.display(), "state file migrated from format 2 to 3");
+    Ok(())
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {

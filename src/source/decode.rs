@@ -5,6 +5,10 @@
 //! key), never by today's schema, so rows written before and after an
 //! ALTER TABLE both decode right.
 
+use std::sync::Arc;
+
+use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
+use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::Value;
@@ -47,6 +51,62 @@ impl ColumnInfo {
                 ColumnType::MYSQL_TYPE_BIT | ColumnType::MYSQL_TYPE_GEOMETRY
             )
     }
+}
+
+/// One row image: the columns the TABLE_MAP described, and their values.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub columns: Arc<[ColumnInfo]>,
+    pub values: Vec<Value>,
+}
+
+impl Image {
+    pub fn from_row(columns: &Arc<[ColumnInfo]>, row: BinlogRow) -> Result<Image, DecodeError> {
+        let mut values = Vec::with_capacity(columns.len());
+        for (col, v) in columns.iter().zip(row.unwrap()) {
+            values.push(value(col, v)?);
+        }
+        Ok(Image {
+            columns: columns.clone(),
+            values,
+        })
+    }
+
+    /// The table has a primary key (the TABLE_MAP's FULL metadata says).
+    pub fn keyed(&self) -> bool {
+        self.columns.iter().any(|c| c.primary)
+    }
+}
+
+/// The row images of a rows event: (before, after) per row.
+pub type Images = Vec<(Option<Image>, Option<Image>)>;
+
+/// Decodes every row of a rows event with its TABLE_MAP.
+pub fn rows(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> Result<Images, DecodeError> {
+    // Every before image of an event has the same columns, and every after
+    // image.
+    let mut columns: [Option<Arc<[ColumnInfo]>>; 2] = [None, None];
+    let mut image = |side: usize, row: BinlogRow| {
+        let cols = columns[side].get_or_insert_with(|| {
+            row.columns_ref()
+                .iter()
+                .map(ColumnInfo::from_column)
+                .collect()
+        });
+        Image::from_row(cols, row)
+    };
+    let mut images = Vec::new();
+    for row in rows.rows(tme) {
+        let (before, after) = row.map_err(|e| DecodeError {
+            column: String::new(),
+            message: format!("undecodable row: {e}"),
+        })?;
+        images.push((
+            before.map(|r| image(0, r)).transpose()?,
+            after.map(|r| image(1, r)).transpose()?,
+        ));
+    }
+    Ok(images)
 }
 
 #[derive(Debug, thiserror::Error)]
