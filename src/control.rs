@@ -323,8 +323,11 @@ async fn cutover(runner: &Runner, name: &str, read_only_source: bool) -> Reply {
     let mut done = control.cutover_done.subscribe();
     control.cutover_at.send_replace(Some(head));
     let outcome = tokio::select! {
+        // The job's end may come with the runner's own stop (its last job
+        // is done): the outcome wins.
+        biased;
         r = done.wait_for(|d| d.is_some()) => r.ok().and_then(|d| d.clone()),
-        _ = runner.cancel.cancelled() => None,
+        _ = runner.cancel.cancelled() => control.cutover_done.borrow().clone(),
     };
     match outcome {
         Some(Ok(c)) => Reply {

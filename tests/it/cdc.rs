@@ -333,7 +333,7 @@ fn keyed_and_keyless(src: &str, dst: &str, k_rows: u32, heap_rows: u32) {
     target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
 }
 
-fn sync_job(
+pub fn sync_job(
     name: &str,
     server_id: u32,
     db: &str,

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cases;
 mod cdc;
+mod ddl;
 mod resume;
 pub mod server;
 mod service;

@@ -221,6 +221,12 @@ impl Server {
 
     /// Runs SQL (several statements, DELIMITER allowed) through the client.
     pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The same, with the error returned (for workloads that retry, as
+    /// applications do, on a deadlock or a lock timeout).
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
         use std::io::Write;
         let mut child = self
             .client()
@@ -238,14 +244,15 @@ impl Server {
             .write_all(sql.as_bytes())
             .expect("write sql");
         let out = child.wait_with_output().expect("client output");
-        assert!(
-            out.status.success(),
-            "SQL failed on port {}: {}\n{}",
-            self.port,
-            String::from_utf8_lossy(&out.stderr),
-            sql.chars().take(500).collect::<String>()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        if !out.status.success() {
+            return Err(format!(
+                "SQL failed on port {}: {}\n{}",
+                self.port,
+                String::from_utf8_lossy(&out.stderr),
+                sql.chars().take(500).collect::<String>()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     pub fn sql_file(&self, path: &Path) {
