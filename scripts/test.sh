@@ -12,6 +12,7 @@ command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
 command -v sysbench >/dev/null 2>&1 || missing+=(sysbench)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+command -v pt-online-schema-change >/dev/null 2>&1 || missing+=(percona-toolkit)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=""

@@ -670,3 +670,77 @@ fn kafka_delivers_every_change_in_order_across_a_kill() {
     run.assert_running();
     run.stop();
 }
+
+/// An online schema change under a subscription: the shadow table's rows
+/// are not the table's, so none is sent; the cut-over arrives as a DDL
+/// event for the table with the ALTER it applied; the table's own changes
+/// before and after it all arrive.
+#[test]
+fn jsonl_online_schema_change_sends_the_table_not_its_shadow() {
+    let (source, _) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS sg_src; CREATE DATABASE sg_src; USE sg_src;
+         CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO t VALUES (1, 'one');",
+    );
+    let tmp = temp_dir("subscribe-ghost");
+    let state = tmp.path().join("state");
+    let events_path = tmp.path().join("events.jsonl");
+    let job = write_job(
+        tmp.path(),
+        &subscribe_job(
+            "sg",
+            5402,
+            "sg_src",
+            &format!(
+                "kind = \"jsonl\"\npath = \"{}\"\nddl = true",
+                events_path.display()
+            ),
+            source,
+        ),
+    );
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    source.sql(
+        "USE sg_src;
+         INSERT INTO t VALUES (2, 'before');
+         create /* gh-ost */ table `sg_src`.`_t_gho` like `sg_src`.`t`;
+         alter /* gh-ost */ table `sg_src`.`_t_gho` add column c int not null default 3;
+         insert /* gh-ost */ ignore into `sg_src`.`_t_gho` (`id`, `v`) (select `id`, `v` from `sg_src`.`t`);
+         INSERT INTO t VALUES (3, 'during');
+         replace /* gh-ost */ into `sg_src`.`_t_gho` (`id`, `v`) values (3, 'during');
+         rename /* gh-ost */ table `sg_src`.`t` to `sg_src`.`_t_del`, `sg_src`.`_t_gho` to `sg_src`.`t`;
+         drop /* gh-ost */ table if exists `sg_src`.`_t_del`;
+         INSERT INTO t VALUES (4, 'after', 5);",
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the change after the cut-over",
+        || {
+            read_events(&events_path)
+                .iter()
+                .any(|e| e["op"] == "c" && e["after"]["id"] == 4)
+        },
+    );
+    run.assert_running();
+    run.stop();
+    let events = read_events(&events_path);
+    let tables: Vec<&str> = events
+        .iter()
+        .filter(|e| e["op"] != "ddl")
+        .map(|e| e["source"]["table"].as_str().unwrap_or(""))
+        .collect();
+    assert!(tables.iter().all(|t| *t == "t"), "{tables:?}");
+    let rows = replay(&events, "t");
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!(rows[&4]["c"], json!(5));
+    let ddl: Vec<&Json> = events.iter().filter(|e| e["op"] == "ddl").collect();
+    assert_eq!(
+        ddl.len(),
+        1,
+        "only the cut-over is the table's DDL: {ddl:?}"
+    );
+    assert_eq!(ddl[0]["source"]["table"], json!("t"));
+    let text = ddl[0]["ddl"].as_str().unwrap_or_default();
+    assert!(text.contains("`t` add column c"), "{text}");
+}
