@@ -1,6 +1,8 @@
 //! What the job selects on the source: tables with their columns and the
 //! key Ferry chunks along, views, routines and triggers.
 
+use std::collections::HashMap;
+
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use serde::{Deserialize, Serialize};
@@ -430,6 +432,39 @@ fn choose_key(table: &str, columns: &[Column], keys: &[KeyPart]) -> Option<Chunk
     }
     candidates.sort_by_key(|c| c.columns.len());
     candidates.into_iter().next()
+}
+
+/// Tables linked by foreign keys, each mapped to the name of its group
+/// (the smallest table name in it).
+pub fn fk_groups(edges: &[(String, String, String, String)]) -> HashMap<(String, String), String> {
+    let mut parent: HashMap<(String, String), (String, String)> = HashMap::new();
+    fn find(
+        parent: &mut HashMap<(String, String), (String, String)>,
+        x: &(String, String),
+    ) -> (String, String) {
+        let p = parent.entry(x.clone()).or_insert_with(|| x.clone()).clone();
+        if &p == x {
+            return p;
+        }
+        let root = find(parent, &p);
+        parent.insert(x.clone(), root.clone());
+        root
+    }
+    for (cdb, ct, pdb, pt) in edges {
+        let a = find(&mut parent, &(cdb.clone(), ct.clone()));
+        let b = find(&mut parent, &(pdb.clone(), pt.clone()));
+        if a != b {
+            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+            parent.insert(hi, lo);
+        }
+    }
+    let keys: Vec<(String, String)> = parent.keys().cloned().collect();
+    keys.into_iter()
+        .map(|k| {
+            let (db, t) = find(&mut parent, &k);
+            (k, format!("{db}.{t}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

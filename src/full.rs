@@ -70,6 +70,16 @@ pub struct TableProgress {
     pub rows_before: u64,
 }
 
+impl TableProgress {
+    /// Back to nothing copied (the table is copied again).
+    fn reset(&self) {
+        self.rows_done.store(0, Ordering::Relaxed);
+        self.chunks_done.store(0, Ordering::Relaxed);
+        self.done.store(false, Ordering::Relaxed);
+        self.finished_ms.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Rows-per-second limit shared by a job's workers; changeable live.
 #[derive(Debug, Default)]
 pub struct RateLimit {
@@ -169,9 +179,6 @@ struct TableCopy {
     reset_sql: Option<String>,
     /// existing_rows = "skip": duplicates are expected and ignored.
     skips_duplicates: bool,
-    /// Read in a consistent snapshot whose binlog position is recorded
-    /// (keyless tables of CDC jobs; see `TablePlan::snapshot`).
-    snapshot: bool,
     progress: Arc<TableProgress>,
 }
 
@@ -350,46 +357,40 @@ pub(crate) fn range_condition(
 
 /// Copies every chunk not yet done. Returns when all are done, on the first
 /// error, or when `cancel` fires (with [`FullError::Cancelled`]).
+///
+/// The load and the binlog meet at exact positions: the tables linked by
+/// foreign keys (a *group*; a table without any is a group of its own) are
+/// copied by one worker in one consistent snapshot, whose binlog position
+/// (MariaDB's `binlog_snapshot_file/position`) is recorded for each of
+/// them; the CDC skips a table's changes up to its position (they are in
+/// the copy) and applies those after it. Inside a group every key move,
+/// unique-key swap and cascade is seen consistently. A group that an
+/// earlier attempt left half done (its snapshot is gone) is copied again
+/// whole, so a group never mixes two snapshots.
 pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()> {
     let (packet, method) = target_limits(load.target).await?;
-    // Chunks of different tables interleaved, so concurrent workers seldom
-    // contend for the same table (its AUTO_INCREMENT lock, its index pages).
-    let mut per_table: Vec<VecDeque<Task>> = Vec::new();
-    for (t, p) in load.tables.iter().zip(progress) {
-        if p.done.load(Ordering::Relaxed) {
+    let mut groups: Vec<Group> = Vec::new();
+    for members in groups_of(load).await? {
+        let tables: Vec<(&Table, Arc<TableProgress>)> = members
+            .iter()
+            .map(|&i| (&load.tables[i], progress[i].clone()))
+            .collect();
+        if tables.iter().all(|(_, p)| p.done.load(Ordering::Relaxed)) {
             continue;
         }
-        let copy = Arc::new(table_copy(&load.ends(), t, p.clone(), method));
-        let chunks = load.store.chunks(&load.job.name, &copy.id)?;
-        per_table.push(
-            chunks
-                .into_iter()
-                .enumerate()
-                .filter(|(_, c)| !c.done)
-                .map(|(i, chunk)| Task {
-                    table: copy.clone(),
-                    index: i as u32,
-                    chunk,
-                })
-                .collect(),
-        );
+        let rows = tables.iter().map(|(t, _)| t.rows_estimate).sum::<u64>();
+        groups.push(Group { tables, rows });
     }
-    let mut queue = VecDeque::new();
-    while per_table.iter().any(|q| !q.is_empty()) {
-        for q in per_table.iter_mut() {
-            if let Some(task) = q.pop_front() {
-                queue.push_back(task);
-            }
-        }
-    }
-    if queue.is_empty() {
+    if groups.is_empty() {
         return Ok(());
     }
-    let queue = Arc::new(Mutex::new(queue));
+    // The biggest first, so the workers end together.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.rows));
+    let queue = Arc::new(Mutex::new(VecDeque::from(groups)));
     let workers = load.job.full.threads.max(1);
     let mut set = Vec::new();
     for _ in 0..workers {
-        set.push(worker(load, queue.clone(), packet));
+        set.push(worker(load, queue.clone(), packet, method));
     }
     let results = futures_util::future::join_all(set).await;
     // The first real error wins over the Cancelled of the workers it stopped.
@@ -405,6 +406,39 @@ pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()>
         return Err(FullError::Cancelled);
     }
     Ok(())
+}
+
+/// Tables copied in one snapshot.
+struct Group<'a> {
+    tables: Vec<(&'a Table, Arc<TableProgress>)>,
+    rows: u64,
+}
+
+/// The load's tables grouped by the foreign keys between them (indexes
+/// into `load.tables`).
+async fn groups_of(load: &Load<'_>) -> Result<Vec<Vec<usize>>> {
+    let mut conn = load.source.connect().await?;
+    let edges: Vec<(String, String, String, String)> = conn
+        .query(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS",
+        )
+        .await
+        .map_err(load.source.query_err("reading foreign keys"))?;
+    let _ = conn.disconnect().await;
+    let group_of = crate::catalog::fk_groups(&edges);
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, t) in load.tables.iter().enumerate() {
+        let name = group_of
+            .get(&(t.db.clone(), t.name.clone()))
+            .cloned()
+            .unwrap_or_else(|| t.id());
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, members)) => members.push(i),
+            None => out.push((name, vec![i])),
+        }
+    }
+    Ok(out.into_iter().map(|(_, m)| m).collect())
 }
 
 /// The target's max_allowed_packet, and whether it accepts LOAD DATA LOCAL.
@@ -513,37 +547,209 @@ fn table_copy(
         load_sql,
         reset_sql,
         skips_duplicates: load.job.full.existing_rows == ExistingRows::Skip,
-        snapshot: t.key.is_none() && load.job.mode.needs_binlog(),
         progress,
     }
 }
 
-/// Connections a worker keeps between chunks; dropped after an error.
-#[derive(Default)]
-struct Conns {
-    src: Option<Conn>,
-    dst: Option<Conn>,
-}
-
-async fn worker(load: &Load<'_>, queue: Arc<Mutex<VecDeque<Task>>>, packet: usize) -> Result<()> {
-    let mut conns = Conns::default();
+async fn worker(
+    load: &Load<'_>,
+    queue: Arc<Mutex<VecDeque<Group<'_>>>>,
+    packet: usize,
+    method: WriteMethod,
+) -> Result<()> {
+    let mut dst: Option<Conn> = None;
     loop {
         if load.cancel.is_cancelled() {
             return Err(FullError::Cancelled);
         }
-        let task = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-        let Some(task) = task else { break };
-        if let Err(e) = copy_chunk(load, &mut conns, &task, packet).await {
-            if let Some(mut dst) = conns.dst.take() {
-                let _ = dst.query_drop("ROLLBACK").await;
+        let group = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let Some(group) = group else { break };
+        // A DDL that committed between the snapshot and the first read of
+        // a table makes the read fail: the group starts over in a new one.
+        let mut tries = 0;
+        loop {
+            match copy_group(load, &mut dst, &group, packet, method).await {
+                Ok(()) => break,
+                Err(FullError::Db(DbError::Query {
+                    source: mysql_async::Error::Server(s),
+                    ..
+                })) if s.code == 1412 && tries < 10 => {
+                    tries += 1;
+                    tracing::info!("a table changed since the snapshot; copying its group again");
+                    if let Some(mut c) = dst.take() {
+                        let _ = c.query_drop("ROLLBACK").await;
+                    }
+                }
+                Err(e) => {
+                    if let Some(mut c) = dst.take() {
+                        let _ = c.query_drop("ROLLBACK").await;
+                    }
+                    load.cancel.cancel();
+                    return Err(e);
+                }
             }
-            conns.src = None;
-            load.cancel.cancel();
-            return Err(e);
         }
     }
-    for c in [conns.src.take(), conns.dst.take()].into_iter().flatten() {
+    if let Some(c) = dst.take() {
         let _ = c.disconnect().await;
+    }
+    Ok(())
+}
+
+/// Copies a group's tables in one consistent snapshot: each table's schema
+/// as of the snapshot (read under its metadata lock, which the snapshot
+/// then holds until the group is done), then its chunks not done yet.
+/// A table that an earlier attempt left half done is started afresh.
+async fn copy_group(
+    load: &Load<'_>,
+    dst: &mut Option<Conn>,
+    group: &Group<'_>,
+    packet: usize,
+    method: WriteMethod,
+) -> Result<()> {
+    let job = &load.job.name;
+    // Chunks an earlier attempt committed came from another snapshot: for
+    // a CDC job the group starts over, so the binlog meets it at one
+    // position (a plain copy resumes at the chunk).
+    let fresh = group.tables.iter().all(|(t, _)| {
+        load.store
+            .chunks(job, &t.id())
+            .is_ok_and(|c| c.iter().all(|c| !c.done))
+    });
+    if !fresh && load.job.mode.needs_binlog() {
+        for (t, p) in &group.tables {
+            load.store.reset_table(job, &t.id())?;
+            p.reset();
+        }
+    }
+    let mut src = load.source.connect().await?;
+    src.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(load.source.query_err("opening a consistent snapshot"))?;
+    let snapshot = snapshot_position(load.source, &mut src).await?;
+    if dst.is_none() {
+        *dst = Some(load.target.connect().await?);
+    }
+    let Some(dst) = dst.as_mut() else {
+        unreachable!("the connection was just opened")
+    };
+    let ends = load.ends();
+    for (planned, progress) in &group.tables {
+        let id = planned.id();
+        let name = qualified(&planned.db, &planned.name);
+        match src
+            .query_drop(format!("SELECT 1 FROM {name} LIMIT 0"))
+            .await
+        {
+            // Dropped since it was planned: the CDC replays the drop.
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => {
+                mark_empty_done(load, &id, snapshot.clone()).await?;
+                progress.done.store(true, Ordering::Relaxed);
+                continue;
+            }
+            other => other.map_err(load.source.query_err(format!("reading {name}")))?,
+        }
+        let t = crate::catalog::Catalog::read_table(
+            &mut src,
+            load.source,
+            &planned.db,
+            &planned.name,
+            &planned.target_db,
+        )
+        .await?
+        .unwrap_or_else(|| (*planned).clone());
+        // The table as of the snapshot replaces the one the schema copy
+        // made earlier (a DDL may have come in between), unless part of it
+        // is copied already (a plain copy resuming).
+        let started = load.store.chunks(job, &id)?.iter().any(|c| c.done);
+        if load.job.full.existing_rows == ExistingRows::Error && !started {
+            recreate_target_table(load, &mut src, dst, &t).await?;
+        }
+        if t.key != planned.key {
+            // Its key changed since the plan: one chunk.
+            let plan = TablePlan {
+                chunks: 1,
+                keyless: t.key.is_none(),
+                rows_estimate: t.rows_estimate,
+                done: false,
+                snapshot: None,
+            };
+            let open = Chunk {
+                lower: None,
+                upper: None,
+                done: false,
+                rows: 0,
+            };
+            load.store.put_table_plan(job, &id, &plan, &[open])?;
+        }
+        let copy = Arc::new(table_copy(&ends, &t, progress.clone(), method));
+        let _ = progress.started_ms.compare_exchange(
+            0,
+            crate::state::now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        for (index, chunk) in load.store.chunks(job, &id)?.into_iter().enumerate() {
+            if chunk.done {
+                continue;
+            }
+            if load.cancel.is_cancelled() {
+                return Err(FullError::Cancelled);
+            }
+            let task = Task {
+                table: copy.clone(),
+                index: index as u32,
+                chunk,
+            };
+            copy_chunk(load, &mut src, dst, &task, packet, snapshot.clone()).await?;
+        }
+    }
+    let _ = src.query_drop("COMMIT").await;
+    let _ = src.disconnect().await;
+    Ok(())
+}
+
+/// Drops and creates the target table from the source's definition read in
+/// the snapshot (`src`, under the table's metadata lock).
+async fn recreate_target_table(
+    load: &Load<'_>,
+    src: &mut Conn,
+    dst: &mut Conn,
+    t: &Table,
+) -> Result<()> {
+    let name = qualified(&t.db, &t.name);
+    let row: Option<mysql_async::Row> = src
+        .query_first(format!("SHOW CREATE TABLE {name}"))
+        .await
+        .map_err(load.source.query_err(format!("SHOW CREATE TABLE {name}")))?;
+    let ddl = row
+        .and_then(|r| r.get_opt::<Vec<u8>, _>(1).and_then(|v| v.ok()))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let target_name = qualified(&t.target_db, &t.name);
+    for sql in [
+        format!("DROP TABLE IF EXISTS {target_name}"),
+        crate::schema::create_table_sql(load.job, t, &ddl),
+    ] {
+        dst.query_drop(&sql)
+            .await
+            .map_err(load.target.query_err(format!("creating {target_name}")))?;
+    }
+    Ok(())
+}
+
+/// Marks a table that no longer exists on the source as copied (empty).
+async fn mark_empty_done(
+    load: &Load<'_>,
+    id: &str,
+    snapshot: Option<crate::cdc::BinlogPos>,
+) -> Result<()> {
+    let chunks = load.store.chunks(&load.job.name, id)?;
+    for (i, c) in chunks.iter().enumerate() {
+        if !c.done {
+            load.store
+                .chunk_done(&load.job.name, id, i as u32, 0, snapshot.clone())?;
+        }
     }
     Ok(())
 }
@@ -555,24 +761,17 @@ enum Msg {
     Commit,
 }
 
-async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usize) -> Result<()> {
+/// Copies one chunk, read in the open snapshot on `src`, as one target
+/// transaction; checkpoints it with the snapshot's position.
+async fn copy_chunk(
+    load: &Load<'_>,
+    src: &mut Conn,
+    dst: &mut Conn,
+    task: &Task,
+    packet: usize,
+    snapshot: Option<crate::cdc::BinlogPos>,
+) -> Result<()> {
     let t = &task.table;
-    if conns.src.is_none() {
-        conns.src = Some(load.source.connect().await?);
-    }
-    if conns.dst.is_none() {
-        conns.dst = Some(load.target.connect().await?);
-    }
-    let (Some(src), Some(dst)) = (conns.src.as_mut(), conns.dst.as_mut()) else {
-        unreachable!("connections were just opened")
-    };
-    let _ = t.progress.started_ms.compare_exchange(
-        0,
-        crate::state::now_ms(),
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-
     dst.query_drop("START TRANSACTION")
         .await
         .map_err(load.target.query_err("starting a transaction"))?;
@@ -581,23 +780,11 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
             .await
             .map_err(load.target.query_err(format!("emptying {}", t.id)))?;
     }
-
-    let snapshot = if t.snapshot {
-        Some(snapshot_position(load.source, src).await?)
-    } else {
-        None
-    };
     let (tx, rx) = mpsc::channel::<Msg>(2);
     let ends = load.ends();
     let reader = read_chunk(&ends, src, task, packet, tx);
     let writer = write_batches(&ends, dst, t, rx);
     let (rows, _) = tokio::try_join!(reader, writer)?;
-    if snapshot.is_some() {
-        src.query_drop("COMMIT")
-            .await
-            .map_err(load.source.query_err("ending the snapshot"))?;
-    }
-
     dst.query_drop("COMMIT").await.map_err(
         load.target
             .query_err(format!("committing a chunk of {}", t.id)),
@@ -622,8 +809,13 @@ async fn copy_chunk(load: &Load<'_>, conns: &mut Conns, task: &Task, packet: usi
 }
 
 /// Opens a consistent snapshot on `src` and returns the binlog position it
-/// corresponds to (MariaDB's `binlog_snapshot_file/position`).
-async fn snapshot_position(source: &Connector, src: &mut Conn) -> Result<crate::cdc::BinlogPos> {
+/// corresponds to (MariaDB's `binlog_snapshot_file/position`); `None` on a
+/// server that does not report one (MySQL): the hand-over's safe mode then
+/// covers the difference.
+async fn snapshot_position(
+    source: &Connector,
+    src: &mut Conn,
+) -> Result<Option<crate::cdc::BinlogPos>> {
     let err = || source.query_err("opening a consistent snapshot");
     src.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         .await
@@ -637,21 +829,15 @@ async fn snapshot_position(source: &Connector, src: &mut Conn) -> Result<crate::
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-        (Some(file), Some(pos)) if !file.is_empty() => Ok(crate::cdc::BinlogPos {
-            file,
-            pos: pos.parse().unwrap_or(0),
-        }),
-        // MySQL has no binlog_snapshot_* status: the position is taken under
-        // a short read lock on the table instead (not implemented yet).
-        _ => Err(FullError::Db(DbError::Query {
-            role: "source",
-            context: "the source reports no binlog_snapshot_file/position (MariaDB has them); \
-                      keyless tables in CDC jobs need them"
-                .into(),
-            source: mysql_async::Error::Other("no binlog snapshot position".into()),
-        })),
-    }
+    Ok(
+        match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+            (Some(file), Some(pos)) if !file.is_empty() => Some(crate::cdc::BinlogPos {
+                file,
+                pos: pos.parse().unwrap_or(0),
+            }),
+            _ => None,
+        },
+    )
 }
 
 /// Copies one table whole, now, in one consistent snapshot: its schema
@@ -683,7 +869,15 @@ pub async fn copy_table_now(
     src.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await
         .map_err(source.query_err("opening a consistent snapshot"))?;
-    let pos = snapshot_position(source, &mut src).await?;
+    let pos = snapshot_position(source, &mut src).await?.ok_or_else(|| {
+        FullError::Db(DbError::Query {
+            role: "source",
+            context: "the source reports no binlog_snapshot_file/position (MariaDB has them); \
+                      copying a table that enters the selection during CDC needs them"
+                .into(),
+            source: mysql_async::Error::Other("no binlog snapshot position".into()),
+        })
+    })?;
     let mut dst = target.connect().await?;
     // The first read holds the table's metadata lock until the snapshot
     // ends, so no DDL changes it while it is copied (one that came between

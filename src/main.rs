@@ -149,6 +149,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Opens the state for a runner. A command that reads the state while no
+/// runner is up (`ferry status`, `ferry verify`) holds it for a moment:
+/// wait that out; another runner holds it for good.
+fn open_for_runner(dir: &std::path::Path) -> Result<Store, ferry::state::StateError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match Store::open(dir) {
+            Err(ferry::state::StateError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn real_main(cli: Cli) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match cli.command {
@@ -168,7 +185,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 Ok(j) => j,
                 Err(code) => return Ok(code),
             };
-            let store = match Store::open(&cli.state) {
+            let store = match open_for_runner(&cli.state) {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
                     eprintln!("ferry: {e}");

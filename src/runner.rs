@@ -423,9 +423,13 @@ async fn run_job(
                 info!("job done");
                 return Outcome::Done;
             }
+            // Stopped by a pause (the job itself goes on), even when the
+            // resume came before the attempt had wound down.
             Err(JobError::Full(FullError::Cancelled)) | Err(JobError::Cdc(CdcError::Cancelled))
-                if control.is_paused() && !cancel.is_cancelled() =>
+                if !cancel.is_cancelled() =>
             {
+                // The resume goes on where the pause stopped, unchecked.
+                control.prechecked.store(true, Ordering::Relaxed);
                 continue;
             }
             Err(JobError::Full(FullError::Cancelled)) | Err(JobError::Cdc(CdcError::Cancelled)) => {
@@ -509,19 +513,10 @@ async fn attempt(
         }
         catalog = report.catalog;
     }
-    // The next attempt skips the precheck only if this one is paused.
-    let result = run_stages(
+    run_stages(
         store, job, control, cancel, &source, catalog, resuming, planned,
     )
-    .await;
-    if matches!(
-        &result,
-        Err(JobError::Full(FullError::Cancelled)) | Err(JobError::Cdc(CdcError::Cancelled))
-    ) && control.is_paused()
-    {
-        control.prechecked.store(true, Ordering::Relaxed);
-    }
-    result
+    .await
 }
 
 /// The stages after the precheck: schema, full load, CDC or the sink.
@@ -588,11 +583,13 @@ async fn run_stages(
     }
     // A resumed load copies what is left of the tables it planned; tables
     // created since it began reach the target through the CDC.
+    // (The finished ones stay in the load: a group with a half-done table
+    // is copied again whole.)
     let mut tables = catalog.tables.clone();
     if planned {
         let plans = store.full_progress(&job.name)?;
-        tables.retain(|t| plans.iter().any(|p| p.table == t.id() && !p.plan.done));
-        if tables.is_empty() {
+        tables.retain(|t| plans.iter().any(|p| p.table == t.id()));
+        if plans.iter().all(|p| p.plan.done) {
             full_load = false;
         }
     }

@@ -565,7 +565,7 @@ impl Applier {
                 )
                 .await
                 .map_err(self.target.query_err("reading foreign keys"))?;
-            self.fk_groups = Some(fk_groups(&edges));
+            self.fk_groups = Some(crate::catalog::fk_groups(&edges));
         }
         let uniques: Option<String> = self
             .meta
@@ -1092,39 +1092,6 @@ async fn read_markers(
     Ok(out)
 }
 
-/// Tables linked by foreign keys, each mapped to the name of its group
-/// (the smallest table name in it).
-fn fk_groups(edges: &[(String, String, String, String)]) -> HashMap<(String, String), String> {
-    let mut parent: HashMap<(String, String), (String, String)> = HashMap::new();
-    fn find(
-        parent: &mut HashMap<(String, String), (String, String)>,
-        x: &(String, String),
-    ) -> (String, String) {
-        let p = parent.entry(x.clone()).or_insert_with(|| x.clone()).clone();
-        if &p == x {
-            return p;
-        }
-        let root = find(parent, &p);
-        parent.insert(x.clone(), root.clone());
-        root
-    }
-    for (cdb, ct, pdb, pt) in edges {
-        let a = find(&mut parent, &(cdb.clone(), ct.clone()));
-        let b = find(&mut parent, &(pdb.clone(), pt.clone()));
-        if a != b {
-            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-            parent.insert(hi, lo);
-        }
-    }
-    let keys: Vec<(String, String)> = parent.keys().cloned().collect();
-    keys.into_iter()
-        .map(|k| {
-            let (db, t) = find(&mut parent, &k);
-            (k, format!("{db}.{t}"))
-        })
-        .collect()
-}
-
 /// The start of a statement, for messages.
 fn truncate(s: &[u8], n: usize) -> String {
     crate::cdc::truncate(&String::from_utf8_lossy(&s[..s.len().min(n * 4)]), n)
@@ -1132,8 +1099,6 @@ fn truncate(s: &[u8], n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     fn t(db: &str, t: &str) -> (String, String) {
         (db.into(), t.into())
     }
@@ -1148,7 +1113,7 @@ mod tests {
                 b.to_string(),
             )
         };
-        let g = fk_groups(&[
+        let g = crate::catalog::fk_groups(&[
             e("payment", "rental"),
             e("rental", "customer"),
             e("film_actor", "actor"),

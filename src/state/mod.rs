@@ -921,6 +921,25 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets what was copied of a table (it is copied again from scratch).
+    pub fn reset_table(&self, job: &str, table: &str) -> Result<()> {
+        let Some(mut plan) = self.table_plan(job, table)? else {
+            return Ok(());
+        };
+        let chunks: Vec<Chunk> = self
+            .chunks(job, table)?
+            .into_iter()
+            .map(|c| Chunk {
+                done: false,
+                rows: 0,
+                ..c
+            })
+            .collect();
+        plan.done = false;
+        plan.snapshot = None;
+        self.put_table_plan(job, table, &plan, &chunks)
+    }
+
     /// Records a table copied whole during CDC (it entered the selection):
     /// done, with the binlog position of its snapshot.
     pub fn put_copied_table(&self, job: &str, table: &str, snapshot: &BinlogPos) -> Result<()> {

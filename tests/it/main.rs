@@ -5,6 +5,7 @@ mod bad_input;
 mod cases;
 mod cdc;
 mod ddl;
+mod handover;
 mod resume;
 pub mod server;
 mod service;
