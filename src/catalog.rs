@@ -21,8 +21,15 @@ pub enum ColumnKind {
     Year,
     /// Character data in the connection charset (utf8mb4), written quoted.
     Text,
-    /// Bytes written as a hex literal: binary strings, BLOB, BIT, spatial.
+    /// Binary strings and BLOBs: `_binary'...'` in INSERTs (about as long
+    /// as the value), hex in LOAD DATA input.
     Binary,
+    /// BIT and spatial values: always hex.
+    Bits,
+    /// ENUM: its member's name as text; `''` is the error value a
+    /// non-strict server stores for an unknown member (index 0), which a
+    /// strict session refuses.
+    Enum,
     /// MySQL's JSON type (MariaDB's JSON is LONGTEXT and is `Text`).
     Json,
 }
@@ -31,11 +38,14 @@ impl ColumnKind {
     fn from_data_type(data_type: &str) -> Self {
         match data_type {
             "decimal" | "numeric" => ColumnKind::Decimal,
-            "bit" | "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
-            | "geometry" | "point" | "linestring" | "polygon" | "multipoint"
-            | "multilinestring" | "multipolygon" | "geometrycollection" | "geomcollection" => {
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
                 ColumnKind::Binary
             }
+            "bit" | "geometry" | "point" | "linestring" | "polygon" | "multipoint"
+            | "multilinestring" | "multipolygon" | "geometrycollection" | "geomcollection" => {
+                ColumnKind::Bits
+            }
+            "enum" => ColumnKind::Enum,
             "json" => ColumnKind::Json,
             "year" => ColumnKind::Year,
             "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "float"

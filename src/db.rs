@@ -28,8 +28,16 @@ impl Role {
 }
 
 /// The sql_mode of every Ferry session: strict (no silent truncation), but
-/// zero dates allowed and 0 kept in AUTO_INCREMENT columns.
-pub const SESSION_SQL_MODE: &str = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+/// zero dates, zero parts in dates and the invalid dates a source with
+/// ALLOW_INVALID_DATES stores allowed, and 0 kept in AUTO_INCREMENT columns.
+pub const SESSION_SQL_MODE: &str =
+    "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ALLOW_INVALID_DATES";
+
+/// The same without strictness, for the statements that write values only
+/// a non-strict server stores (an ENUM's error value): native replication
+/// applies such rows unchanged, and so must Ferry.
+pub const RELAXED_SQL_MODE: &str =
+    "NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ALLOW_INVALID_DATES";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

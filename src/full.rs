@@ -179,6 +179,9 @@ struct TableCopy {
     reset_sql: Option<String>,
     /// existing_rows = "skip": duplicates are expected and ignored.
     skips_duplicates: bool,
+    /// The ENUM columns (their error value needs a non-strict session).
+    enum_columns: Vec<String>,
+    has_enum: bool,
     progress: Arc<TableProgress>,
 }
 
@@ -517,14 +520,14 @@ fn table_copy(
         .iter()
         .enumerate()
         .map(|(i, c)| match c.kind {
-            ColumnKind::Binary => format!("@b{i}"),
+            ColumnKind::Binary | ColumnKind::Bits => format!("@b{i}"),
             _ => quote_ident(&c.name),
         })
         .collect();
     let sets: Vec<String> = cols
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.kind == ColumnKind::Binary)
+        .filter(|(_, c)| matches!(c.kind, ColumnKind::Binary | ColumnKind::Bits))
         .map(|(i, c)| format!("{} = UNHEX(@b{i})", quote_ident(&c.name)))
         .collect();
     let load_sql = format!(
@@ -547,6 +550,12 @@ fn table_copy(
         load_sql,
         reset_sql,
         skips_duplicates: load.job.full.existing_rows == ExistingRows::Skip,
+        enum_columns: cols
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Enum)
+            .map(|c| c.name.clone())
+            .collect(),
+        has_enum: cols.iter().any(|c| c.kind == ColumnKind::Enum),
         progress,
     }
 }
@@ -755,8 +764,9 @@ async fn mark_empty_done(
 }
 
 enum Msg {
-    /// One batch (an INSERT statement or LOAD DATA input) and its rows.
-    Rows(Vec<u8>, u64),
+    /// One batch (an INSERT statement or LOAD DATA input) and its rows;
+    /// `relaxed` when it holds values only a non-strict session writes.
+    Rows(Vec<u8>, u64, bool),
     /// Commit what came so far (keyless tables, which have no chunks).
     Commit,
 }
@@ -968,7 +978,12 @@ async fn read_chunk(
     tx: mpsc::Sender<Msg>,
 ) -> Result<u64> {
     let t = &task.table;
-    let limit = packet.saturating_sub(16 << 10).max(4 << 10);
+    // An INSERT must fit the target's max_allowed_packet; LOAD DATA input
+    // streams, and a row of it may be longer (a BLOB travels as hex).
+    let limit = match t.method {
+        WriteMethod::Insert => packet.saturating_sub(16 << 10).max(4 << 10),
+        WriteMethod::LoadData => packet.max(1 << 30),
+    };
     let batch_target = limit.min(1 << 20);
     let (query, params) = if t.key_columns.is_empty() {
         (t.select.clone(), Vec::new())
@@ -992,6 +1007,8 @@ async fn read_chunk(
     };
     let mut buf = new_batch();
     let mut in_batch = 0u64;
+    // The batch holds an ENUM's error value (see `Msg::Rows`).
+    let mut relaxed = false;
     let mut total = 0u64;
     let mut since_commit = 0u64;
     let keyless = t.key_columns.is_empty();
@@ -1002,6 +1019,11 @@ async fn read_chunk(
     {
         let row_start = buf.len();
         let values = row.unwrap();
+        let row_relaxed = t.has_enum
+            && values
+                .iter()
+                .zip(&t.kinds)
+                .any(|(v, k)| sql::is_enum_error_value(v, *k));
         match t.method {
             WriteMethod::Insert => {
                 if in_batch > 0 {
@@ -1012,7 +1034,7 @@ async fn read_chunk(
                     if i > 0 {
                         buf.push(b',');
                     }
-                    sql::push_literal(&mut buf, v, t.kinds[i]);
+                    sql::push_insert_value(&mut buf, v, t.kinds[i]);
                 }
                 buf.push(b')');
             }
@@ -1048,11 +1070,14 @@ async fn read_chunk(
                 &tx,
                 std::mem::replace(&mut buf, new_batch()),
                 in_batch - 1,
+                relaxed,
             )
             .await?;
             buf.extend_from_slice(&row_bytes);
             in_batch = 1;
+            relaxed = false;
         }
+        relaxed |= row_relaxed;
         // Under a throttle, batches of at most a fifth of a second of rows
         // keep the rate smooth.
         let rate = load.limit.get();
@@ -1062,10 +1087,12 @@ async fn read_chunk(
                 &tx,
                 std::mem::replace(&mut buf, new_batch()),
                 in_batch,
+                relaxed,
             )
             .await?;
             since_commit += in_batch;
             in_batch = 0;
+            relaxed = false;
             if keyless && since_commit >= load.job.full.chunk_rows {
                 tx.send(Msg::Commit)
                     .await
@@ -1075,18 +1102,24 @@ async fn read_chunk(
         }
     }
     if in_batch > 0 {
-        send(load, &tx, buf, in_batch).await?;
+        send(load, &tx, buf, in_batch, relaxed).await?;
     }
     Ok(total)
 }
 
-async fn send(load: &Ends<'_>, tx: &mpsc::Sender<Msg>, batch: Vec<u8>, rows: u64) -> Result<()> {
+async fn send(
+    load: &Ends<'_>,
+    tx: &mpsc::Sender<Msg>,
+    batch: Vec<u8>,
+    rows: u64,
+    relaxed: bool,
+) -> Result<()> {
     tokio::select! {
         _ = load.limit.acquire(rows) => {}
         _ = load.cancel.cancelled() => return Err(FullError::Cancelled),
     }
     // A closed channel means the writer failed; its error is the one to report.
-    tx.send(Msg::Rows(batch, rows))
+    tx.send(Msg::Rows(batch, rows, relaxed))
         .await
         .map_err(|_| FullError::Cancelled)
 }
@@ -1100,42 +1133,73 @@ async fn write_batches(
     let context = || format!("writing {}", t.id);
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Rows(batch, rows) => {
+            Msg::Rows(batch, rows, relaxed) => {
+                // Values only a non-strict source writes go in non-strict,
+                // and every warning but theirs still fails the chunk.
+                if relaxed {
+                    dst.query_drop(format!(
+                        "SET SESSION sql_mode = '{}', max_error_count = 65535",
+                        db::RELAXED_SQL_MODE
+                    ))
+                    .await
+                    .map_err(load.target.query_err(context()))?;
+                }
                 match t.method {
                     WriteMethod::Insert => dst
                         .query_drop(batch)
                         .await
                         .map_err(load.target.query_err(context()))?,
                     WriteMethod::LoadData => {
+                        // In pieces: each goes as one packet, which must fit
+                        // max_allowed_packet (a row may be longer).
                         let data = bytes::Bytes::from(batch);
+                        let pieces: Vec<std::io::Result<bytes::Bytes>> = (0..data.len())
+                            .step_by(1 << 20)
+                            .map(|at| Ok(data.slice(at..(at + (1 << 20)).min(data.len()))))
+                            .collect();
                         dst.set_infile_handler(async move {
-                            let stream = futures_util::stream::once(async move { Ok(data) });
+                            let stream = futures_util::stream::iter(pieces);
                             Ok(Box::pin(stream) as mysql_async::InfileData)
                         });
                         dst.query_drop(&t.load_sql)
                             .await
                             .map_err(load.target.query_err(context()))?;
-                        // LOCAL turns conversion errors into warnings: any
-                        // warning but a skipped duplicate (existing_rows =
-                        // "skip") is a value that did not arrive exactly.
-                        if dst.get_warnings() > 0 {
-                            let warnings: Vec<(String, u32, String)> = dst
-                                .query("SHOW WARNINGS LIMIT 10")
-                                .await
-                                .map_err(load.target.query_err(context()))?;
-                            let bad: Vec<String> = warnings
-                                .into_iter()
-                                .filter(|(_, code, _)| *code != 1062 || !t.skips_duplicates)
-                                .map(|(_, code, msg)| format!("{code}: {msg}"))
-                                .collect();
-                            if !bad.is_empty() {
-                                return Err(FullError::LoadWarnings {
-                                    table: t.id.clone(),
-                                    warnings: bad.join("; "),
-                                });
-                            }
-                        }
                     }
+                }
+                // LOCAL (and a relaxed batch) turns conversion errors into
+                // warnings: any warning but a skipped duplicate
+                // (existing_rows = "skip") or an ENUM's error value is a
+                // value that did not arrive exactly.
+                if dst.get_warnings() > 0 && (relaxed || t.method == WriteMethod::LoadData) {
+                    let warnings: Vec<(String, u32, String)> = dst
+                        .query("SHOW WARNINGS")
+                        .await
+                        .map_err(load.target.query_err(context()))?;
+                    let bad: Vec<String> = warnings
+                        .into_iter()
+                        .filter(|(_, code, msg)| {
+                            let duplicate = *code == 1062 && t.skips_duplicates;
+                            let enum_error = relaxed
+                                && *code == 1265
+                                && t.enum_columns
+                                    .iter()
+                                    .any(|c| msg.contains(&format!("column '{c}'")));
+                            !(duplicate || enum_error)
+                        })
+                        .take(10)
+                        .map(|(_, code, msg)| format!("{code}: {msg}"))
+                        .collect();
+                    if !bad.is_empty() {
+                        return Err(FullError::LoadWarnings {
+                            table: t.id.clone(),
+                            warnings: bad.join("; "),
+                        });
+                    }
+                }
+                if relaxed {
+                    dst.query_drop(format!("SET SESSION sql_mode = '{}'", db::SESSION_SQL_MODE))
+                        .await
+                        .map_err(load.target.query_err(context()))?;
                 }
                 t.progress.rows_done.fetch_add(rows, Ordering::Relaxed);
             }

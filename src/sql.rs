@@ -41,7 +41,7 @@ pub fn push_literal(buf: &mut Vec<u8>, v: &Value, kind: ColumnKind) {
             ColumnKind::Decimal | ColumnKind::Plain if is_numeric_text(b) => {
                 buf.extend_from_slice(b)
             }
-            ColumnKind::Binary => push_hex(buf, b),
+            ColumnKind::Binary | ColumnKind::Bits => push_hex(buf, b),
             ColumnKind::Json => {
                 buf.extend_from_slice(b"_utf8mb4");
                 push_quoted(buf, b);
@@ -60,6 +60,28 @@ fn is_numeric_text(b: &[u8]) -> bool {
     !b.is_empty()
         && b.iter()
             .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+}
+
+/// Appends `v` for a multi-row INSERT of the full load: as
+/// [`push_literal`], but binary strings and BLOBs as `_binary'...'`, about
+/// as long as the value (a hex literal doubles it against the target's
+/// max_allowed_packet). The statement is sent as bytes over a utf8mb4
+/// session, which never takes a quote or a backslash for part of a
+/// multi-byte character.
+pub fn push_insert_value(buf: &mut Vec<u8>, v: &Value, kind: ColumnKind) {
+    match (v, kind) {
+        (Value::Bytes(b), ColumnKind::Binary) => {
+            buf.extend_from_slice(b"_binary");
+            push_quoted(buf, b);
+        }
+        _ => push_literal(buf, v, kind),
+    }
+}
+
+/// Whether a value is an ENUM's error value (`''`, index 0), which only a
+/// non-strict session writes.
+pub fn is_enum_error_value(v: &Value, kind: ColumnKind) -> bool {
+    kind == ColumnKind::Enum && matches!(v, Value::Bytes(b) if b.is_empty())
 }
 
 /// FNV-1a: a small hash that stays the same across builds and runs (what
@@ -130,7 +152,7 @@ pub fn push_tsv_field(buf: &mut Vec<u8>, v: &Value, kind: ColumnKind) {
             buf.extend_from_slice(b"0000")
         }
         Value::Bytes(b) => match kind {
-            ColumnKind::Binary => push_hex_digits(buf, b),
+            ColumnKind::Binary | ColumnKind::Bits => push_hex_digits(buf, b),
             _ => push_escaped(buf, b, |c| match c {
                 0 => Some(b"\\0"),
                 b'\t' => Some(b"\\t"),

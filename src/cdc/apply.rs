@@ -672,20 +672,58 @@ impl Applier {
         (fk_checks, unique_checks): (bool, bool),
         at: &BinlogPos,
     ) -> Result<(), CdcError> {
+        let relaxed = rows.iter().any(|(b, a)| {
+            b.as_ref().is_some_and(has_enum_error_value)
+                || a.as_ref().is_some_and(has_enum_error_value)
+        });
+        // Rows with big values go alone, as prepared statements whose
+        // values travel as parameters (exactly their size); the rest in
+        // multi-row statements with literals.
+        let budget = self.packet.saturating_sub(4 << 10);
+        let big = |image: &Image| image_bytes(image) > PARAM_ROW_BYTES;
+        if let Some(size) = rows
+            .iter()
+            .flat_map(|(b, a)| [b, a])
+            .flatten()
+            .map(image_bytes)
+            .find(|n| *n + (64 << 10) > self.packet)
+        {
+            return Err(CdcError::RowTooLarge {
+                at: at.to_string(),
+                table: t.to_string(),
+                size,
+                limit: self.packet,
+                suggest: (size + (128 << 10)).next_power_of_two(),
+            });
+        }
         let mut statements = Vec::new();
         let mut inserts = Vec::new();
         for (before, after) in rows {
             match (before, after) {
+                (None, Some(a)) if big(&a) => {
+                    let mut sql = Sql::params();
+                    insert_into(
+                        &mut sql,
+                        &self.charsets,
+                        t,
+                        generated,
+                        std::slice::from_ref(&a),
+                        safe,
+                    );
+                    statements.push(Stmt::Plain(sql));
+                }
                 (None, Some(a)) => inserts.push(a),
                 (Some(b), None) => {
-                    let mut sql = format!("DELETE FROM {t} WHERE ").into_bytes();
+                    let mut sql = Sql::new(big(&b));
+                    sql.push(format!("DELETE FROM {t} WHERE ").as_bytes());
                     self.locate(&mut sql, &b, generated);
                     statements.push(Stmt::Plain(sql));
                 }
                 (Some(b), Some(a)) => {
                     // Only the columns that changed (both images are full).
                     let same_shape = a.columns == b.columns;
-                    let mut sql = format!("UPDATE {t} SET ").into_bytes();
+                    let mut sql = Sql::new(big(&a) || big(&b));
+                    sql.push(format!("UPDATE {t} SET ").as_bytes());
                     let mut sets = 0;
                     for (n, (c, v)) in a.columns.iter().zip(&a.values).enumerate() {
                         let unchanged = same_shape && b.values.get(n) == Some(v);
@@ -693,14 +731,14 @@ impl Applier {
                             continue;
                         }
                         if sets > 0 {
-                            sql.extend_from_slice(b", ");
+                            sql.push(b", ");
                         }
-                        sql.extend_from_slice(quote_ident(&c.name).as_bytes());
-                        sql.extend_from_slice(b" = ");
-                        literal(&mut sql, &self.charsets, c, v);
+                        sql.push(quote_ident(&c.name).as_bytes());
+                        sql.push(b" = ");
+                        sql.value(&self.charsets, c, v);
                         sets += 1;
                     }
-                    sql.extend_from_slice(b" WHERE ");
+                    sql.push(b" WHERE ");
                     self.locate(&mut sql, &b, generated);
                     let update = (sets > 0).then_some(sql);
                     if safe && b.keyed() {
@@ -713,25 +751,9 @@ impl Applier {
             }
         }
         if !inserts.is_empty() {
-            let sql = insert_sql(&self.charsets, t, generated, &inserts, safe);
-            statements.extend(sql.into_iter().map(Stmt::Plain));
-        }
-        // Every statement must fit the target's max_allowed_packet (with
-        // room for the compound statement around it).
-        let budget = self.packet.saturating_sub(4 << 10);
-        let too_large = statements.iter().find_map(|s| match s {
-            Stmt::Plain(sql) if sql.len() > budget => Some(sql.len()),
-            Stmt::SafeUpdate(Some(sql), _) if sql.len() > budget => Some(sql.len()),
-            _ => None,
-        });
-        if let Some(size) = too_large {
-            return Err(CdcError::RowTooLarge {
-                at: at.to_string(),
-                table: t.to_string(),
-                size,
-                limit: self.packet,
-                suggest: (size + (64 << 10)).next_power_of_two(),
-            });
+            for sql in insert_sql(&self.charsets, t, generated, &inserts, safe) {
+                statements.push(Stmt::Plain(sql));
+            }
         }
         let lane = &mut self.lanes[i];
         lane.at = at.to_string();
@@ -761,13 +783,33 @@ impl Applier {
             lane.unique_checks = Some(unique_checks);
         }
         let batch = budget.min(1 << 20);
+        if relaxed {
+            lane.queue(RELAX);
+        }
         for s in statements {
             match s {
-                Stmt::Plain(sql) => {
-                    if !lane.pending.is_empty() && lane.pending.len() + sql.len() > batch {
+                Stmt::Plain(Sql {
+                    buf,
+                    params: Some(params),
+                }) => {
+                    // After everything queued before it, alone.
+                    lane.dispatch(&self.target, self.compound).await?;
+                    lane.settle().await?;
+                    let conn = lane
+                        .conn
+                        .as_mut()
+                        .expect("a settled lane has its connection");
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    conn.exec_drop(text.as_str(), params)
+                        .await
+                        .map_err(self.target.query_err(truncate(&buf, 300)))
+                        .map_err(apply_err)?;
+                }
+                Stmt::Plain(Sql { buf, params: None }) => {
+                    if !lane.pending.is_empty() && lane.pending.len() + buf.len() > batch {
                         lane.dispatch(&self.target, self.compound).await?;
                     }
-                    lane.queue(&sql);
+                    lane.queue(&buf);
                     if lane.pending.len() > batch {
                         lane.dispatch(&self.target, self.compound).await?;
                     }
@@ -786,29 +828,65 @@ impl Applier {
                                 .conn
                                 .as_mut()
                                 .expect("a settled lane has its connection");
-                            conn.query_drop(&update)
-                                .await
-                                .map_err(self.target.query_err(truncate(&update, 300)))
-                                .map_err(apply_err)?;
+                            let context = self.target.query_err(truncate(&update.buf, 300));
+                            match update.params {
+                                Some(params) => conn
+                                    .exec_drop(
+                                        String::from_utf8_lossy(&update.buf).as_ref(),
+                                        params,
+                                    )
+                                    .await
+                                    .map_err(context)
+                                    .map_err(apply_err)?,
+                                None => conn
+                                    .query_drop(&update.buf)
+                                    .await
+                                    .map_err(context)
+                                    .map_err(apply_err)?,
+                            }
                             conn.affected_rows() > 0
                         }
                         None => false,
                     };
                     if !found {
-                        let upsert = std::slice::from_ref(&after);
-                        for s in insert_sql(&self.charsets, t, generated, upsert, true) {
-                            lane.queue(&s);
+                        let mut sql = Sql::new(big(&after));
+                        insert_into(
+                            &mut sql,
+                            &self.charsets,
+                            t,
+                            generated,
+                            std::slice::from_ref(&after),
+                            true,
+                        );
+                        if sql.params.is_some() {
+                            let conn = lane
+                                .conn
+                                .as_mut()
+                                .expect("a settled lane has its connection");
+                            let context = self.target.query_err(truncate(&sql.buf, 300));
+                            conn.exec_drop(
+                                String::from_utf8_lossy(&sql.buf).as_ref(),
+                                sql.params.unwrap_or_default(),
+                            )
+                            .await
+                            .map_err(context)
+                            .map_err(apply_err)?;
+                        } else {
+                            lane.queue(&sql.buf);
                         }
                     }
                 }
             }
+        }
+        if relaxed {
+            lane.queue(STRICT);
         }
         Ok(())
     }
 
     /// Appends a WHERE condition that finds the row of `image`: its primary
     /// key, or every column (NULL-safe) and `LIMIT 1` on a table without one.
-    fn locate(&self, sql: &mut Vec<u8>, image: &Image, generated: &HashSet<String>) {
+    fn locate(&self, sql: &mut Sql, image: &Image, generated: &HashSet<String>) {
         let keyed = image.keyed();
         let op: &[u8] = if keyed { b" = " } else { b" <=> " };
         let mut n = 0;
@@ -817,16 +895,78 @@ impl Applier {
                 continue;
             }
             if n > 0 {
-                sql.extend_from_slice(b" AND ");
+                sql.push(b" AND ");
             }
-            sql.extend_from_slice(quote_ident(&c.name).as_bytes());
-            sql.extend_from_slice(op);
-            literal(sql, &self.charsets, c, v);
+            sql.push(quote_ident(&c.name).as_bytes());
+            sql.push(op);
+            sql.value(&self.charsets, c, v);
             n += 1;
         }
         if !keyed {
-            sql.extend_from_slice(b" LIMIT 1");
+            sql.push(b" LIMIT 1");
         }
+    }
+}
+
+/// A row holding more value bytes than this goes alone, its values as
+/// parameters of a prepared statement.
+const PARAM_ROW_BYTES: usize = 256 << 10;
+
+/// The bytes of a row image's values.
+fn image_bytes(image: &Image) -> usize {
+    image
+        .values
+        .iter()
+        .map(|v| match v {
+            Value::Bytes(b) => b.len(),
+            _ => 8,
+        })
+        .sum()
+}
+
+/// A statement being built: its text, and its parameters when values go as
+/// parameters of a prepared statement instead of literals.
+struct Sql {
+    buf: Vec<u8>,
+    params: Option<Vec<Value>>,
+}
+
+impl Sql {
+    fn new(params: bool) -> Sql {
+        Sql {
+            buf: Vec::new(),
+            params: params.then(Vec::new),
+        }
+    }
+
+    fn params() -> Sql {
+        Sql::new(true)
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    /// A value of `col`: a literal, or a placeholder and its parameter.
+    /// A parameter arrives in the session's utf8mb4; a string of another
+    /// charset (or of none) is relabelled from binary so its bytes stay
+    /// as they are.
+    fn value(&mut self, charsets: &HashMap<u16, String>, col: &ColumnInfo, v: &Value) {
+        let Some(params) = self.params.as_mut() else {
+            literal(&mut self.buf, charsets, col, v);
+            return;
+        };
+        match v {
+            Value::Bytes(_) if col.is_text() => match charsets.get(&col.collation) {
+                Some(cs) => self
+                    .buf
+                    .extend_from_slice(format!("CONVERT(CAST(? AS BINARY) USING {cs})").as_bytes()),
+                None => self.buf.push(b'?'),
+            },
+            Value::Bytes(_) if col.is_bytes() => self.buf.extend_from_slice(b"CAST(? AS BINARY)"),
+            _ => self.buf.push(b'?'),
+        }
+        params.push(v.clone());
     }
 }
 
@@ -872,11 +1012,25 @@ impl Target for Applier {
 }
 
 enum Stmt {
-    Plain(Vec<u8>),
+    Plain(Sql),
     /// Safe mode: the UPDATE (None when nothing changed), else the after
     /// image upserted.
-    SafeUpdate(Option<Vec<u8>>, Image),
+    SafeUpdate(Option<Sql>, Image),
 }
+
+/// Whether an image holds an ENUM's error value (index 0), which only a
+/// non-strict session writes: its statements run with
+/// [`crate::db::RELAXED_SQL_MODE`], as native replication would apply them.
+fn has_enum_error_value(image: &Image) -> bool {
+    image.columns.iter().zip(&image.values).any(|(c, v)| {
+        c.ty == mysql_async::consts::ColumnType::MYSQL_TYPE_ENUM
+            && matches!(v, Value::Int(0) | Value::UInt(0))
+    })
+}
+
+const RELAX: &[u8] =
+    b"SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ALLOW_INVALID_DATES'";
+const STRICT: &[u8] = b"SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION,ALLOW_INVALID_DATES'";
 
 /// Appends `v` as an exact SQL literal for `col`. Strings travel as
 /// escaped literals with their column's charset introducer
@@ -905,18 +1059,14 @@ fn literal(buf: &mut Vec<u8>, charsets: &HashMap<u16, String>, col: &ColumnInfo,
     }
 }
 
-/// INSERTs of `rows` (split near 1 MiB); `upsert` (safe mode) turns a
-/// duplicate key into an update of that row, so replaying is harmless.
-fn insert_sql(
-    charsets: &HashMap<u16, String>,
+/// The column list and ON DUPLICATE KEY clause of an INSERT of `first`'s
+/// table (generated columns left out).
+fn insert_parts(
     t: &str,
     generated: &HashSet<String>,
-    rows: &[Image],
+    first: &Image,
     upsert: bool,
-) -> Vec<Vec<u8>> {
-    let Some(first) = rows.first() else {
-        return Vec::new();
-    };
+) -> (Vec<usize>, Vec<u8>, Vec<u8>) {
     let keep: Vec<usize> = first
         .columns
         .iter()
@@ -941,6 +1091,53 @@ fn insert_sql(
         String::new()
     };
     let head = format!("INSERT INTO {t} ({}) VALUES ", names.join(", ")).into_bytes();
+    (keep, head, on_dup.into_bytes())
+}
+
+/// One INSERT of `rows` into `sql`; `upsert` (safe mode) turns a duplicate
+/// key into an update of that row, so replaying is harmless.
+fn insert_into(
+    sql: &mut Sql,
+    charsets: &HashMap<u16, String>,
+    t: &str,
+    generated: &HashSet<String>,
+    rows: &[Image],
+    upsert: bool,
+) {
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let (keep, head, on_dup) = insert_parts(t, generated, first, upsert);
+    sql.push(&head);
+    for (r, row) in rows.iter().enumerate() {
+        if r > 0 {
+            sql.push(b",");
+        }
+        sql.push(b"(");
+        for (n, &i) in keep.iter().enumerate() {
+            if n > 0 {
+                sql.push(b",");
+            }
+            sql.value(charsets, &row.columns[i], &row.values[i]);
+        }
+        sql.push(b")");
+    }
+    sql.push(&on_dup);
+}
+
+/// INSERTs of `rows` with literals, split near 1 MiB; `upsert` as in
+/// [`insert_into`].
+fn insert_sql(
+    charsets: &HashMap<u16, String>,
+    t: &str,
+    generated: &HashSet<String>,
+    rows: &[Image],
+    upsert: bool,
+) -> Vec<Sql> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    let (keep, head, on_dup) = insert_parts(t, generated, first, upsert);
     let mut out = Vec::new();
     let mut sql = head.clone();
     let mut in_statement = 0;
@@ -958,16 +1155,18 @@ fn insert_sql(
         sql.push(b')');
         in_statement += 1;
         if sql.len() > 1 << 20 {
-            sql.extend_from_slice(on_dup.as_bytes());
+            sql.extend_from_slice(&on_dup);
             out.push(std::mem::replace(&mut sql, head.clone()));
             in_statement = 0;
         }
     }
     if in_statement > 0 {
-        sql.extend_from_slice(on_dup.as_bytes());
+        sql.extend_from_slice(&on_dup);
         out.push(sql);
     }
-    out
+    out.into_iter()
+        .map(|buf| Sql { buf, params: None })
+        .collect()
 }
 
 impl Lane {

@@ -60,7 +60,7 @@ pub enum CdcError {
     #[error(
         "a row of {table} at {at} needs a {size}-byte statement, more than the target's \
          max_allowed_packet ({limit}); raise it on the target: SET GLOBAL max_allowed_packet = \
-         {suggest}; (and in its my.cnf), then the job retries"
+         {suggest}; (and in its my.cnf), then start the job again"
     )]
     RowTooLarge {
         at: String,
@@ -97,7 +97,7 @@ impl CdcError {
             CdcError::Sink(e) => e.is_retryable(),
             CdcError::Db(e) => e.is_retryable(),
             CdcError::Stream(e) => e.is_retryable(),
-            CdcError::TargetBusy(_) | CdcError::RowTooLarge { .. } => true,
+            CdcError::TargetBusy(_) => true,
             CdcError::Apply { source, .. } => source.is_retryable(),
             _ => false,
         }

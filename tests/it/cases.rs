@@ -88,7 +88,7 @@ macro_rules! cases {
     };
 }
 
-cases!(all_types, keys, existing_overwrite, cdc_workload, ddl_forms, ddl_table_list, ddl_session, ghost_sequence; also rename_filter);
+cases!(all_types, keys, existing_overwrite, cdc_workload, ddl_forms, ddl_table_list, ddl_session, ghost_sequence, legacy_values; also rename_filter);
 
 /// Where the target has `local_infile` off, Ferry writes multi-row INSERTs
 /// instead of LOAD DATA: the same cases, the other path.
@@ -104,7 +104,7 @@ fn insert_path_when_local_infile_is_off() {
         ..Default::default()
     });
     assert_eq!(target.sql("SELECT @@local_infile"), "0");
-    for case in ["all_types", "keys"] {
+    for case in ["all_types", "keys", "legacy_values"] {
         run_case_on(case, &source, &target);
     }
 }

@@ -6,6 +6,7 @@ mod cases;
 mod cdc;
 mod ddl;
 mod handover;
+mod legacy;
 mod resume;
 pub mod server;
 mod service;

@@ -88,6 +88,8 @@ pub struct Options {
     pub binlog: bool,
     pub server_id: u32,
     pub local_infile: bool,
+    /// max_allowed_packet (the tests' default is 64M).
+    pub packet: &'static str,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Default for Options {
             binlog: true,
             server_id: 1,
             local_infile: true,
+            packet: "64M",
         }
     }
 }
@@ -128,7 +131,6 @@ impl Server {
             .args([
                 "--character-set-server=utf8mb4",
                 "--collation-server=utf8mb4_unicode_ci",
-                "--max-allowed-packet=64M",
                 "--innodb-buffer-pool-size=64M",
                 "--innodb-log-file-size=64M",
                 "--innodb-flush-log-at-trx-commit=2",
@@ -136,6 +138,7 @@ impl Server {
                 "--skip-log-bin",
             ]);
         cmd.arg(format!("--local-infile={}", u8::from(opts.local_infile)));
+        cmd.arg(format!("--max-allowed-packet={}", opts.packet));
         if opts.binlog {
             cmd.arg(format!("--log-bin={}/binlog", dir.display()))
                 .args([
