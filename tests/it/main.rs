@@ -8,6 +8,7 @@ mod ddl;
 mod handover;
 mod legacy;
 mod resume;
+mod rowevents;
 pub mod server;
 mod service;
 mod subscribe;
