@@ -11,6 +11,9 @@ use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 
 use crate::job::{Endpoint, PasswordSource, Tls};
 
+/// How long opening a session may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Which end a connection talks to; it decides the session settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -187,6 +190,22 @@ impl Connector {
 
     /// Opens a session with Ferry's settings.
     pub async fn connect(&self) -> Result<Conn> {
+        // A server behind a dead network path may accept the TCP connection
+        // (a proxy, a NAT) and never answer: give up after a while.
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_now()).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Connect {
+                role: self.role.as_str(),
+                endpoint: self.endpoint.display(),
+                source: mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                ))),
+            }),
+        }
+    }
+
+    async fn connect_now(&self) -> Result<Conn> {
         let want_tls = match self.endpoint.tls {
             Tls::Disabled => false,
             Tls::Required | Tls::Verify => true,

@@ -454,6 +454,7 @@ async fn run_job(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = paused.wait_for(|p| *p) => {}
                     _ = cancel.cancelled() => return Outcome::Stopped,
+                    _ = cdc::sample_while_down(&job, store, &control.source_info) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }

@@ -108,9 +108,21 @@ pub fn build(
                     .collect();
                 // Lag keeps growing while the job does not run.
                 let running = rec.state == JobState::Syncing && runner.is_some();
-                let lag_s = match (&last, running) {
-                    (Some(s), true) => s.lag_s,
-                    (Some(s), false) if s.lag_s > 0 || cp.position.file.is_empty() => {
+                let lag_s = match (samples.last(), running) {
+                    (Some((_, s)), true) => s.lag_s,
+                    // Retrying: nothing is applied, so the lag grows from the
+                    // last moment known applied (even if the source was idle).
+                    (Some((at, s)), false)
+                        if matches!(rec.state, JobState::Retrying | JobState::Prechecking) =>
+                    {
+                        now_ms().saturating_sub(at.saturating_sub(s.lag_s * 1000)) / 1000
+                    }
+                    (None, false)
+                        if matches!(rec.state, JobState::Retrying | JobState::Prechecking) =>
+                    {
+                        now_ms().saturating_sub(cp.unix_ms) / 1000
+                    }
+                    (Some((_, s)), false) if s.lag_s > 0 || cp.position.file.is_empty() => {
                         s.lag_s + now_ms().saturating_sub(cp.unix_ms) / 1000
                     }
                     _ => 0,

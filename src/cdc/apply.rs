@@ -66,6 +66,9 @@ struct Inflight {
 struct Lane {
     /// Its row in `ferry_meta.checkpoints`.
     key: String,
+    /// Its session's id on the target (for the liveness probe).
+    conn_id: u32,
+    target: Connector,
     conn: Option<Conn>,
     inflight: Option<Inflight>,
     /// Statements of the open transaction not sent yet, `;\n`-separated.
@@ -252,6 +255,8 @@ impl Applier {
             take_lock(&mut conn, target, &job.name, i, 10).await?;
             out.push(Lane {
                 key: lane_key(&job.name, i),
+                conn_id: conn.id(),
+                target: target.clone(),
                 conn: Some(conn),
                 inflight: None,
                 pending: Vec::new(),
@@ -1230,11 +1235,42 @@ impl Lane {
     }
 
     /// Waits for the batch in flight, if any. Cancel-safe.
+    ///
+    /// A batch that takes long is checked on: a session of its own asks the
+    /// target whether this lane's session is still executing. One the
+    /// target sees idle (or not at all) while Ferry still waits is a
+    /// connection that died without a word (a partition, a NAT or firewall
+    /// timeout): it is killed, and the error makes the job retry.
     async fn settle(&mut self) -> Result<(), CdcError> {
         let Some(inflight) = self.inflight.as_mut() else {
             return Ok(());
         };
-        let joined = (&mut inflight.task).await;
+        let joined = loop {
+            tokio::select! {
+                joined = &mut inflight.task => break joined,
+                _ = tokio::time::sleep(LANE_PROBE_AFTER) => {
+                    if let Some(lost) = probe(&self.target, self.conn_id).await {
+                        // One more look: the answer may be on its way.
+                        if let Ok(joined) = tokio::time::timeout(
+                            std::time::Duration::from_secs(2),
+                            &mut inflight.task,
+                        )
+                        .await
+                        {
+                            break joined;
+                        }
+                        inflight.task.abort();
+                        kill(&self.target, self.conn_id).await;
+                        let at = std::mem::take(&mut inflight.at);
+                        self.inflight = None;
+                        return Err(CdcError::Apply {
+                            at,
+                            source: Box::new(lost),
+                        });
+                    }
+                }
+            }
+        };
         let at = std::mem::take(&mut inflight.at);
         self.inflight = None;
         let (conn, result) = joined.map_err(|e| CdcError::Apply {
@@ -1250,6 +1286,55 @@ impl Lane {
             at,
             source: Box::new(source),
         })
+    }
+}
+
+/// How long a batch may run before its lane's session is checked on.
+const LANE_PROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether the target still runs session `id`'s statement: `None` if it
+/// does (a slow batch, a lock wait), else why the lane is taken for lost.
+async fn probe(target: &Connector, id: u32) -> Option<DbError> {
+    let lost = |why: String| DbError::Query {
+        role: "target",
+        context: why,
+        source: mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the connection stopped answering",
+        ))),
+    };
+    let mut c = match target.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(lost(format!(
+                "a batch got no answer and the target cannot be reached ({e})"
+            )))
+        }
+    };
+    let command: Option<String> = c
+        .exec_first(
+            "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID = ?",
+            (id,),
+        )
+        .await
+        .unwrap_or(None);
+    let _ = c.disconnect().await;
+    match command.as_deref() {
+        Some("Query") | Some("Execute") => None,
+        other => Some(lost(format!(
+            "a batch got no answer while the target shows its session {} (the \
+             connection died without closing); reconnecting",
+            other.unwrap_or("gone")
+        ))),
+    }
+}
+
+/// Ends session `id` on the target (its transaction rolls back, its lock
+/// is released), when it can be reached.
+async fn kill(target: &Connector, id: u32) {
+    if let Ok(mut c) = target.connect().await {
+        let _ = c.query_drop(format!("KILL {id}")).await;
+        let _ = c.disconnect().await;
     }
 }
 

@@ -283,6 +283,77 @@ async fn check_retention(
     Ok(())
 }
 
+/// While a streaming job is down (retrying after an error): every 5 s, a
+/// sample whose lag keeps growing from the last moment known applied, and
+/// the source's head read over a fresh connection when it can be reached,
+/// so status and the console show the job falling behind, not green.
+/// Never returns.
+pub async fn sample_while_down(job: &JobSpec, store: &Store, info: &Mutex<SourceInfo>) {
+    if !job.mode.needs_binlog() {
+        return std::future::pending().await;
+    }
+    let source = Connector::new(&job.source, crate::db::Role::Source);
+    let mut first = true;
+    loop {
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let Ok(Some(cp)) = store.checkpoint(&job.name) else {
+            continue;
+        };
+        let last = store
+            .cdc_samples(&job.name)
+            .ok()
+            .and_then(|s| s.last().cloned());
+        // The moment up to which everything was applied, as last known.
+        let applied_ms = match &last {
+            Some((at, sample)) => at.saturating_sub(sample.lag_s * 1000),
+            None => cp.unix_ms,
+        };
+        let mut lag_bytes = last.as_ref().map_or(0, |(_, s)| s.lag_bytes);
+        // The head is read after the sample is written: a source that does
+        // not answer takes its connect timeout.
+        let head = info.lock().unwrap_or_else(|p| p.into_inner()).head.clone();
+        if let Some(head) = head.as_deref().and_then(parse_pos) {
+            lag_bytes = bytes_behind(&head, &cp.position);
+        }
+        let sample = crate::state::CdcSample {
+            position: cp.position.clone(),
+            lag_s: now_ms().saturating_sub(applied_ms) / 1000,
+            lag_bytes,
+            rows_per_s: 0,
+            events_per_s: 0,
+        };
+        if let Err(e) = store.put_cdc_sample(&job.name, now_ms(), &sample) {
+            warn!(error = %e, "could not record a CDC sample");
+        }
+        if let Ok(mut conn) = source.connect().await {
+            if let Ok((head, _)) = position::head(&mut conn, &source).await {
+                info.lock().unwrap_or_else(|p| p.into_inner()).head = Some(head.to_string());
+            }
+            let _ = conn.disconnect().await;
+        }
+    }
+}
+
+/// `binlog.000042:1234` as a position.
+fn parse_pos(s: &str) -> Option<BinlogPos> {
+    let (file, pos) = s.rsplit_once(':')?;
+    Some(BinlogPos {
+        file: file.to_string(),
+        pos: pos.parse().ok()?,
+    })
+}
+
+/// Bytes of binlog from `at` to `head` (a lower bound across files).
+fn bytes_behind(head: &BinlogPos, at: &BinlogPos) -> u64 {
+    if head.file == at.file {
+        head.pos.saturating_sub(at.pos)
+    } else {
+        head.pos
+    }
+}
+
 /// While a CDC job is paused: checks the source's binlog retention against
 /// its checkpoint every 5 s. Never returns.
 pub async fn watch_retention(job: &JobSpec, store: &Store, info: &Mutex<SourceInfo>) {
@@ -558,11 +629,7 @@ impl Stats {
         if let Some(conn) = self.head.as_mut() {
             match position::head(conn, source).await {
                 Ok((head, _)) => {
-                    lag_bytes = if head.file == cp.position.file {
-                        head.pos.saturating_sub(cp.position.pos)
-                    } else {
-                        head.pos
-                    };
+                    lag_bytes = bytes_behind(&head, &cp.position);
                     info.lock().unwrap_or_else(|p| p.into_inner()).head = Some(head.to_string());
                     if check_retention(conn, source, cp, info, false)
                         .await

@@ -5,6 +5,7 @@ mod bad_input;
 mod cases;
 mod cdc;
 mod ddl;
+mod faults;
 mod handover;
 mod legacy;
 mod resume;
