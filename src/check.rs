@@ -387,12 +387,42 @@ async fn source_checks(
                 fix.push(format!("SET GLOBAL {n} = '{w}'; and {n} = {w} in my.cnf"));
             }
         }
+        if wrong
+            .iter()
+            .any(|(n, _, _)| *n == "binlog_format" || *n == "binlog_row_image")
+        {
+            fix.push(
+                "sessions opened before the SET GLOBAL keep their old setting: reconnect \
+                 the applications (or restart them) before the job starts, or their \
+                 changes stop the job"
+                    .into(),
+            );
+        }
         let message = if job.mode.needs_binlog() {
             format!("{}: CDC needs them", what.join(", "))
         } else {
             format!("{}: fine for a full copy, needed for CDC", what.join(", "))
         };
         r.push(status, "source.binlog", message, Some(fix.join("\n")));
+    }
+
+    // MariaDB's compressed binlog events cannot be read (their rows would
+    // be lost).
+    if mariadb && job.mode.needs_binlog() {
+        let compress = db::variable(conn, "log_bin_compress")
+            .await
+            .map_err(c.query_err("reading @@log_bin_compress"))?;
+        if compress.is_some_and(|v| v.eq_ignore_ascii_case("ON")) {
+            r.push(
+                Status::Fail,
+                "source.binlog",
+                "log_bin_compress=ON: Ferry cannot read compressed binlog events",
+                Some(
+                    "SET GLOBAL log_bin_compress = OFF; and log_bin_compress = OFF in my.cnf"
+                        .into(),
+                ),
+            );
+        }
     }
 
     // What the job selects.

@@ -191,6 +191,36 @@ fn source_without_binlog_warns_for_full_and_fails_for_cdc() {
 }
 
 #[test]
+fn statement_binlogs_and_compressed_events_fail_the_precheck_with_the_fix() {
+    let source = Server::start(server::Options {
+        server_id: 8,
+        ..Default::default()
+    });
+    source.sql(
+        "CREATE DATABASE bad_src; CREATE TABLE bad_src.t (id INT PRIMARY KEY);
+         SET GLOBAL binlog_format = 'MIXED'; SET GLOBAL binlog_row_image = 'MINIMAL';
+         SET GLOBAL log_bin_compress = ON;",
+    );
+    let (_, target) = shared();
+    let tmp = temp_dir("stmt-binlog");
+    let job = write_job(tmp.path(), &job_with(&source, target.port, "sync", "t"));
+    let out = run(ferry(&tmp.path().join("state")).arg("check").arg(&job));
+    no_panic(&out);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for want in [
+        "binlog_format=MIXED (need ROW)",
+        "binlog_row_image=MINIMAL (need FULL)",
+        "SET GLOBAL binlog_format = 'ROW'",
+        "sessions opened before the SET GLOBAL keep their old setting",
+        "log_bin_compress=ON",
+        "SET GLOBAL log_bin_compress = OFF",
+    ] {
+        assert!(t.contains(want), "{want:?} in:\n{t}");
+    }
+}
+
+#[test]
 fn missing_privileges_print_the_grant() {
     prepare();
     let (source, target) = shared();
