@@ -6,6 +6,7 @@
 #                                 use); with `replica`, also a third server
 #                                 for native-replication benchmarks
 #   scripts/sandbox.sh stop       stop both
+#   scripts/sandbox.sh restart NAME   stop and start one (source, target, replica)
 #   scripts/sandbox.sh destroy    stop both and delete their data
 #   scripts/sandbox.sh env        print the exports a job file needs
 #   scripts/sandbox.sh sql source|target [args...]   a root client
@@ -101,6 +102,7 @@ case "${1:-}" in
     echo "export FERRY_SRC_PASSWORD='$FERRY_PASSWORD' FERRY_DST_PASSWORD='$FERRY_PASSWORD'"
     echo "export SOURCE_PORT=$SOURCE_PORT TARGET_PORT=$TARGET_PORT REPLICA_PORT=$REPLICA_PORT"
     ;;
+  restart) need_mariadb; stop_one "$2"; start_one "$2" ;;
   sql) shift; name=$1; shift; client "$name" "$@" ;;
   *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -48,3 +48,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets
+
+# The soak test is not part of the default suite (scripts/soak.sh runs 20
+# interruptions); CI runs it with a few so it stays in working order.
+if [ -n "${CI:-}" ] || [ -n "${FERRY_SOAK:-}" ]; then
+  echo "== soak (${SOAK_INTERRUPTIONS:=5} interruptions)"
+  SOAK_INTERRUPTIONS=$SOAK_INTERRUPTIONS scripts/soak.sh
+fi

@@ -684,4 +684,17 @@ chunk_rows = 500
         assert_eq!(with("gtid:0-1-5").unwrap(), CdcStart::Gtid("0-1-5".into()));
         assert_eq!(with("yesterday").unwrap_err().field, "cdc.start");
     }
+
+    #[test]
+    fn online_schema_change_templates() {
+        let with = |k: &str, v: &str| parse_job("j.toml", &format!("{GOOD}\n[cdc]\n{k} = [{v}]\n"));
+        let j = with("shadow_tables", "\"_{table}_tmp\"").expect("valid");
+        assert_eq!(j.cdc.shadow_tables, vec!["_{table}_tmp".to_string()]);
+        assert_eq!(j.cdc.trash_tables, CdcOptions::default().trash_tables);
+        for bad in ["\"_tmp\"", "\"{table}\"", "\"{table}_{table}\""] {
+            let e = with("trash_tables", bad).unwrap_err();
+            assert_eq!(e.field, "cdc.trash_tables", "{e}");
+            assert!(e.message.contains("{table}"), "{e}");
+        }
+    }
 }
