@@ -408,7 +408,7 @@ pub async fn run(
     )
     .await?;
     let mut engine = engine::Engine::new(job, store, live.limit, applier, cp)?;
-    let mut stats = Stats::new();
+    let mut stats = Stats::new(store, job, source, live.source);
     // The last position reported as applied (`live.caught_up`).
     let mut told = engine.cp.position.clone();
     live.caught_up.send_replace(Some(told.clone()));
@@ -435,17 +435,7 @@ pub async fn run(
         if let Some(stop) = stop_at {
             if engine.idle() && engine.seen >= stop {
                 info!(at = %engine.cp.position, "cutover: everything up to {stop} is applied");
-                stats
-                    .sample(
-                        store,
-                        job,
-                        &engine.cp,
-                        source,
-                        live.source,
-                        &reader,
-                        engine.rows,
-                    )
-                    .await;
+                stats.sample(&engine.cp, &reader, engine.rows).await;
                 return Ok(());
             }
         }
@@ -483,32 +473,12 @@ pub async fn run(
                     Err(e) => warn!(error = %e, "the last batch failed while stopping"),
                 }
                 engine::Target::abandon(&mut engine.target).await;
-                stats
-                    .sample(
-                        store,
-                        job,
-                        &engine.cp,
-                        source,
-                        live.source,
-                        &reader,
-                        engine.rows,
-                    )
-                    .await;
+                stats.sample(&engine.cp, &reader, engine.rows).await;
                 return Err(CdcError::Cancelled);
             }
         }
         if stats.due() {
-            stats
-                .sample(
-                    store,
-                    job,
-                    &engine.cp,
-                    source,
-                    live.source,
-                    &reader,
-                    engine.rows,
-                )
-                .await;
+            stats.sample(&engine.cp, &reader, engine.rows).await;
         }
     }
 }
@@ -580,18 +550,31 @@ pub async fn decode_only(
 
 /// Lag and throughput, sampled into the state every few seconds (a bounded
 /// history for status and the console) and logged.
-struct Stats {
+struct Stats<'a> {
+    store: &'a Store,
+    job: &'a JobSpec,
+    source: &'a Connector,
+    info: &'a Mutex<SourceInfo>,
     since: std::time::Instant,
     rows_then: u64,
     events_then: u64,
     head: Option<mysql_async::Conn>,
 }
 
-impl Stats {
+impl<'a> Stats<'a> {
     const EVERY: Duration = Duration::from_secs(5);
 
-    fn new() -> Self {
+    fn new(
+        store: &'a Store,
+        job: &'a JobSpec,
+        source: &'a Connector,
+        info: &'a Mutex<SourceInfo>,
+    ) -> Self {
         Stats {
+            store,
+            job,
+            source,
+            info,
             since: std::time::Instant::now(),
             rows_then: 0,
             events_then: 0,
@@ -604,17 +587,8 @@ impl Stats {
     }
 
     /// Records a sample; a failure here is logged, never fatal.
-    #[allow(clippy::too_many_arguments)]
-    async fn sample(
-        &mut self,
-        store: &Store,
-        job: &JobSpec,
-        cp: &Checkpoint,
-        source: &Connector,
-        info: &Mutex<SourceInfo>,
-        reader: &impl ChangeSource,
-        rows: u64,
-    ) {
+    async fn sample(&mut self, cp: &Checkpoint, reader: &impl ChangeSource, rows: u64) {
+        let (store, job, source, info) = (self.store, self.job, self.source, self.info);
         let progress = reader.progress();
         let secs = self.since.elapsed().as_secs_f64().max(0.001);
         let lag_s = if progress.idle || progress.event_time == 0 {

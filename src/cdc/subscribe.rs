@@ -144,7 +144,7 @@ pub async fn run(
     ));
     let mut follow = Follow::new(job, store.ghosts(&job.name)?);
     let mut in_txn = false;
-    let mut stats = Stats::new();
+    let mut stats = Stats::new(store, job, source, live.source);
     let mut rows = 0u64;
     let mut metas = MetaCache::default();
     // Rows of an open XA transaction: sent only if it commits.
@@ -178,7 +178,7 @@ pub async fn run(
                 if out.end.is_some() {
                     let _ = out.flush(store, job, &mut cp).await;
                 }
-                stats.sample(store, job, &cp, source, live.source, &reader, rows).await;
+                stats.sample(&cp, &reader, rows).await;
                 return Err(CdcError::Cancelled);
             }
         };
@@ -337,9 +337,7 @@ pub async fn run(
             }
         }
         if stats.due() {
-            stats
-                .sample(store, job, &cp, source, live.source, &reader, rows)
-                .await;
+            stats.sample(&cp, &reader, rows).await;
         }
     }
 }

@@ -107,6 +107,18 @@ impl SyncRun {
         let _ = self.child.wait();
     }
 
+    /// Runs `check` (a wait for the target to converge, say); when it
+    /// fails, fails the test with ferry's output and the tail of its log.
+    pub fn explain(&self, state: &Path, check: impl FnOnce()) {
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
+            panic!(
+                "{e:?}\nferry:\n{}\nlog tail:\n{}",
+                self.output(),
+                log_tail(state)
+            );
+        }
+    }
+
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
             panic!("ferry exited ({status}):\n{}", self.output());
@@ -166,16 +178,9 @@ pub fn run_sync_case(
     let mut run = SyncRun::start(state, job);
     run.wait_streaming();
     source.sql_file(&dir.join("workload.sql"));
-    let converged = std::panic::catch_unwind(|| {
+    run.explain(state, || {
         wait_same_selected(source, target, sel, Duration::from_secs(90))
     });
-    if let Err(e) = converged {
-        panic!(
-            "{e:?}\nferry:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(state)
-        );
-    }
     run.assert_running();
     run.stop();
     let late = dir.join("workload_late.sql");
@@ -183,16 +188,9 @@ pub fn run_sync_case(
         source.sql_file(&late);
         let mut run = SyncRun::start(state, job);
         run.wait_streaming();
-        let converged = std::panic::catch_unwind(|| {
+        run.explain(state, || {
             wait_same_selected(source, target, sel, Duration::from_secs(90))
         });
-        if let Err(e) = converged {
-            panic!(
-                "{e:?}\nferry:\n{}\nlog tail:\n{}",
-                run.output(),
-                log_tail(state)
-            );
-        }
         run.stop();
     }
     // The state kept a lag/throughput history, ending where the job stopped.
@@ -301,16 +299,9 @@ fn kill_9_during_cdc(threads: usize, then: usize) {
     let job = job_with(then);
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
-    let converged = std::panic::catch_unwind(|| {
+    run.explain(&state, || {
         wait_same(source, &src, target, &dst, Duration::from_secs(180))
     });
-    if let Err(e) = converged {
-        panic!(
-            "{e:?}\nferry:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(&state)
-        );
-    }
     run.stop();
 }
 
@@ -489,16 +480,9 @@ fn sysbench_during_the_full_load_and_after() {
     );
     run.wait_streaming();
     sysbench("run", 3);
-    let converged = std::panic::catch_unwind(|| {
+    run.explain(&state, || {
         wait_same(source, "sb_src", target, "sb_dst", Duration::from_secs(120))
     });
-    if let Err(e) = converged {
-        panic!(
-            "{e:?}\nferry:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(&state)
-        );
-    }
     run.stop();
 }
 
@@ -893,15 +877,8 @@ fn kill_9_during_the_hand_over() {
     writer.join().expect("writer");
     let mut run = SyncRun::start(&state, &job);
     run.wait_streaming();
-    let converged = std::panic::catch_unwind(|| {
+    run.explain(&state, || {
         wait_same(source, "ho_src", target, "ho_dst", Duration::from_secs(90))
     });
-    if let Err(e) = converged {
-        panic!(
-            "{e:?}\nferry:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(&state)
-        );
-    }
     run.stop();
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cdc::{log_tail, SyncRun};
+use crate::cdc::SyncRun;
 use crate::*;
 
 /// A TCP proxy to `127.0.0.1:to`; [`Proxy::stall`] freezes the connections
@@ -147,18 +147,11 @@ fn a_silently_dead_source_connection_is_noticed() {
     // A partition: nothing gets through, the open connections stay open.
     proxy.partition();
     source.sql(&format!("INSERT INTO {db}.t VALUES (2, 2)"));
-    let noticed = std::panic::catch_unwind(|| {
+    run.explain(&state, || {
         wait_until(Duration::from_secs(40), "the job to notice", || {
             status(&state, "dead-source").state != "syncing"
         })
     });
-    if noticed.is_err() {
-        panic!(
-            "not noticed:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(&state)
-        );
-    }
     wait_until(
         Duration::from_secs(30),
         "the lag to grow while it is down",
@@ -205,19 +198,12 @@ fn a_target_that_stops_answering_mid_batch_is_noticed() {
     // silent (a NAT dropped their flows); new ones get through.
     std::thread::sleep(Duration::from_millis(300));
     proxy.stall_open();
-    let noticed = std::panic::catch_unwind(|| {
+    run.explain(&state, || {
         wait_until(Duration::from_secs(60), "the job to notice", || {
             status(&state, "dead-target").state == "retrying"
         })
     });
-    if noticed.is_err() {
-        panic!(
-            "not noticed:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(&state)
-        );
-    }
-    let converged = std::panic::catch_unwind(|| {
+    run.explain(&state, || {
         wait_same(
             source,
             db,
@@ -226,13 +212,6 @@ fn a_target_that_stops_answering_mid_batch_is_noticed() {
             Duration::from_secs(120),
         )
     });
-    if let Err(e) = converged {
-        panic!(
-            "{e:?}\nferry:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(&state)
-        );
-    }
     run.assert_running();
     run.stop();
 }

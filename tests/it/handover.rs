@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cdc::{log_tail, sync_job, SyncRun};
+use crate::cdc::{sync_job, SyncRun};
 use crate::*;
 
 fn prepare(db: &str) {
@@ -82,7 +82,7 @@ fn job(db: &str, name: &str, server_id: u32) -> (tempfile::TempDir, std::path::P
 
 fn converge(run: &mut SyncRun, state: &std::path::Path, db: &str) {
     let (source, target) = shared();
-    let done = std::panic::catch_unwind(|| {
+    run.explain(state, || {
         wait_same(
             source,
             db,
@@ -91,13 +91,6 @@ fn converge(run: &mut SyncRun, state: &std::path::Path, db: &str) {
             Duration::from_secs(120),
         )
     });
-    if let Err(e) = done {
-        panic!(
-            "{e:?}\nferry:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(state)
-        );
-    }
     run.assert_running();
 }
 

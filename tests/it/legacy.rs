@@ -52,16 +52,9 @@ fn legacy_values_through_the_load_and_the_binlog() {
          DELETE FROM t WHERE id = 11;",
         legacy_rows("t", 10)
     ));
-    let converged = std::panic::catch_unwind(|| {
+    run.explain(&state, || {
         wait_same(source, "lv_src", target, "lv_dst", Duration::from_secs(60))
     });
-    if let Err(e) = converged {
-        panic!(
-            "{e:?}\nferry:\n{}\nlog tail:\n{}",
-            run.output(),
-            log_tail(&state)
-        );
-    }
     // Byte for byte: the error value's index too.
     let idx = |s: &Server, db: &str| {
         s.sql(&format!(
@@ -117,7 +110,7 @@ fn large_rows_within_and_beyond_max_allowed_packet() {
             "USE lr_src; INSERT INTO t VALUES (3, REPEAT(UNHEX('5C27'), 9 * 524288), NULL);
              UPDATE t SET b = REPEAT(UNHEX('FF'), 9 * 1048576), s = 'x' WHERE id = 1;",
         );
-        let converged = std::panic::catch_unwind(|| {
+        run.explain(&state, || {
             wait_same(
                 &source,
                 "lr_src",
@@ -126,13 +119,6 @@ fn large_rows_within_and_beyond_max_allowed_packet() {
                 Duration::from_secs(90),
             )
         });
-        if let Err(e) = converged {
-            panic!(
-                "{e:?}\nferry:\n{}\nlog tail:\n{}",
-                run.output(),
-                log_tail(&state)
-            );
-        }
         // 20 MiB: more than the target admits.
         source
             .sql("USE lr_src; INSERT INTO t VALUES (4, REPEAT(UNHEX('AB'), 20 * 1048576), NULL);");

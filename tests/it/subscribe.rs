@@ -217,7 +217,7 @@ fn jsonl_carries_every_op_and_type() {
         .sql("SELECT COUNT(*) FROM sj_src.t")
         .parse::<usize>()
         .expect("count");
-    let converged = std::panic::catch_unwind(|| {
+    run.explain(&state, || {
         wait_until(
             Duration::from_secs(30),
             "the events to reach the source's state",
@@ -227,9 +227,6 @@ fn jsonl_carries_every_op_and_type() {
             },
         )
     });
-    if let Err(e) = converged {
-        panic!("{e:?}\nlog:\n{}", log_tail(&state));
-    }
     run.stop();
 
     let events = read_events(&events_path);
