@@ -443,10 +443,11 @@ impl BinlogReader {
                 EventData::TransactionPayloadEvent(_) => self.payload_end = Some(log_pos),
                 EventData::TableMapEvent(t) => {
                     let id = t.table_id();
-                    let stale = self
-                        .tables
-                        .get(&id)
-                        .is_none_or(|i| *i.db != *t.database_name() || *i.name != *t.table_name());
+                    let stale = self.tables.get(&id).is_none_or(|i| {
+                        *i.db != *t.database_name()
+                            || *i.name != *t.table_name()
+                            || i.enums.len() as u64 != t.columns_count()
+                    });
                     if stale {
                         self.tables.insert(id, Arc::new(table_info(&t)));
                     }
