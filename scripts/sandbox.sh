@@ -46,12 +46,12 @@ start_one() {
   fi
   mkdir -p "$dir"
   if [ ! -d "$dir/data/mysql" ]; then
-    mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
+    mariadb-install-db --no-defaults --datadir="$dir/data" --tmpdir="$dir" --auth-root-authentication-method=normal \
       --user="$(id -un)" >"$dir/install.log" 2>&1
     local fresh=1
   fi
   "$(mariadbd_bin)" --no-defaults --datadir="$dir/data" --socket="$dir/s.sock" --port="$port" \
-    --bind-address=127.0.0.1 --pid-file="$dir/pid" --log-error="$dir/err.log" \
+    --bind-address=127.0.0.1 --pid-file="$dir/pid" --log-error="$dir/err.log" --tmpdir="$dir" \
     --log-bin="$dir/data/binlog" --binlog-format=ROW --server-id="$(id_of "$name")" \
     --binlog-row-image=FULL --binlog-row-metadata=FULL --log-slave-updates --user="$(id -un)" \
     --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \

@@ -498,15 +498,9 @@ pub type Ghosts = BTreeMap<(String, String), super::follow::Ghost>;
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use mysql_async::consts::ColumnType;
-    use mysql_async::Value;
-
     use super::*;
-    use crate::source::binlog::TableInfo;
-    use crate::source::ddl::Statement;
-    use crate::source::decode::{ColumnInfo, Image};
+    use crate::cdc::testkit::{self, *};
+    use crate::source::decode::Image;
 
     /// A target that records what it is asked to do.
     #[derive(Default)]
@@ -592,95 +586,11 @@ mod tests {
         }
     }
 
-    fn pos(p: u64) -> BinlogPos {
-        BinlogPos {
-            file: "binlog.000001".into(),
-            pos: p,
-        }
-    }
-
     fn job(extra: &str) -> JobSpec {
-        crate::job::parse_job(
-            "t.toml",
-            &format!(
-                "name = \"j\"\nmode = \"sync\"\n[source]\nhost = \"h\"\nport = 1\nuser = \"u\"\n\
-                 password_env = \"P\"\n[target]\nhost = \"h\"\nport = 2\nuser = \"u\"\npassword_env = \"P\"\n\
-                 [[select]]\ndatabase = \"shop\"\ntables = [\"t\", \"u\"]\nrename = \"copy\"\n{extra}"
-            ),
+        testkit::job(
+            "sync",
+            &format!("[[select]]\ndatabase = \"shop\"\ntables = [\"t\", \"u\"]\nrename = \"copy\"\n{extra}"),
         )
-        .expect("job")
-    }
-
-    fn table(name: &str) -> Arc<TableInfo> {
-        Arc::new(TableInfo {
-            db: Arc::from("shop"),
-            name: Arc::from(name),
-            ..Default::default()
-        })
-    }
-
-    fn insert(t: &str, id: i64, end: u64) -> Change {
-        let columns: Arc<[ColumnInfo]> = Arc::from(vec![ColumnInfo {
-            name: "id".into(),
-            ty: ColumnType::MYSQL_TYPE_LONG,
-            unsigned: false,
-            primary: true,
-            collation: 63,
-            set_flag: false,
-        }]);
-        Change::Rows(Rows {
-            table: table(t),
-            op: Op::Insert,
-            images: vec![(
-                None,
-                Some(Image {
-                    columns,
-                    values: vec![Value::Int(id)],
-                }),
-            )],
-            flags: RowFlags::default(),
-            end: pos(end),
-            timestamp: 0,
-            server_id: 1,
-        })
-    }
-
-    fn ddl(sql: &str, end: u64) -> Change {
-        Change::Query(Box::new(Query {
-            statement: Statement::parse(sql, false).expect("parses"),
-            default_db: "shop".into(),
-            context: SessionContext {
-                timestamp: 77,
-                ..Default::default()
-            },
-            end: pos(end),
-            gtid: None,
-            in_txn: false,
-            server_id: 1,
-        }))
-    }
-
-    fn begin() -> Change {
-        Change::Begin {
-            gtid: None,
-            xa: false,
-        }
-    }
-
-    fn commit(end: u64) -> Change {
-        Change::Commit {
-            end: pos(end),
-            gtid: None,
-        }
-    }
-
-    fn cp() -> Checkpoint {
-        Checkpoint {
-            position: pos(4),
-            gtid: None,
-            unix_ms: 0,
-            safe_until: None,
-        }
     }
 
     async fn drive(
@@ -696,12 +606,6 @@ mod tests {
         }
         e.flush().await.expect("flushed");
         (e.target.log, e.cp.position)
-    }
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(dir.path()).expect("store");
-        (dir, store)
     }
 
     #[tokio::test]
@@ -755,37 +659,13 @@ mod tests {
     async fn xa_transactions_apply_with_their_outcome() {
         let (_d, store) = store();
         let job = job("");
-        let xa = |xid: &str, id: i64, at: u64| {
-            vec![
-                Change::Begin {
-                    gtid: None,
-                    xa: true,
-                },
-                insert("t", id, at),
-                Change::XaPrepare {
-                    xid: xid.into(),
-                    end: pos(at + 5),
-                    gtid: None,
-                },
-            ]
-        };
-        let mut changes = xa("X'01',X'',1", 1, 100);
-        changes.extend(xa("X'02',X'',1", 2, 200));
+        let mut changes = xa_prepared("X'01',X'',1", 1, 100);
+        changes.extend(xa_prepared("X'02',X'',1", 2, 200));
         changes.push(begin());
         changes.push(insert("t", 3, 300));
         changes.push(commit(310));
-        changes.push(Change::XaEnd {
-            xid: "X'01',X'',1".into(),
-            commit: false,
-            end: pos(400),
-            gtid: None,
-        });
-        changes.push(Change::XaEnd {
-            xid: "X'02',X'',1".into(),
-            commit: true,
-            end: pos(500),
-            gtid: None,
-        });
+        changes.push(xa_end("X'01',X'',1", false, 400));
+        changes.push(xa_end("X'02',X'',1", true, 500));
         let (log, at) = drive(&job, &store, Recorder::default(), changes).await;
         assert_eq!(
             log,

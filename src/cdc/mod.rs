@@ -20,6 +20,8 @@ pub mod engine;
 pub mod event;
 pub mod follow;
 pub mod subscribe;
+#[cfg(test)]
+mod testkit;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -21,6 +21,7 @@ use mysql_async::prelude::*;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::engine::TxnEnd;
 use super::event::{self, MetaCache, Source, TableMeta};
 use super::follow::{Follow, Step};
 use super::{position, server_id, start_position, BinlogPos, CdcError, Live, Stats};
@@ -28,7 +29,7 @@ use crate::catalog::Catalog;
 use crate::db::{qualified, quote_ident, Connector};
 use crate::job::JobSpec;
 use crate::sink::{Record, Sink};
-use crate::source::binlog::{BinlogReader, Change, ChangeSource, Op, Rows, Start};
+use crate::source::binlog::{BinlogReader, Change, ChangeSource, Op, Query, Rows, Start};
 use crate::source::decode::{self as decode, Image};
 use crate::state::{now_ms, Checkpoint, Store, XaRows};
 
@@ -100,18 +101,30 @@ pub async fn run(
     let Some(spec) = &job.sink else {
         return Err(CdcError::Setup("a subscribe job needs a [sink]".into()));
     };
-    let mut sink = Sink::open(&spec.kind).await?;
+    let sink = Sink::open(&spec.kind).await?;
     let what = sink.describe();
     *sink_state.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{what}: connected"));
-    let mut json = json_columns(job, source).await?;
-    let excluded = exclusions(job);
+    let json = json_columns(job, source).await?;
+    let mut out = Outbox {
+        sink,
+        what,
+        state: sink_state,
+        delivered: 0,
+    };
     let mut cp = match store.checkpoint(&job.name)? {
         Some(cp) => cp,
         None => {
             let (position, gtid) = match spec.snapshot {
                 true => {
+                    let excluded = exclusions(job);
                     snapshot(
-                        job, source, &mut sink, &json, &excluded, &cancel, live.limit,
+                        job,
+                        source,
+                        &mut out.sink,
+                        &json,
+                        &excluded,
+                        &cancel,
+                        live.limit,
                     )
                     .await?
                 }
@@ -139,245 +152,275 @@ pub async fn run(
     )
     .await?;
     crate::progress::say(format!(
-        "{}: streaming changes to {what} from {start} (SIGINT/SIGTERM stops)",
-        job.name
+        "{}: streaming changes to {} from {start} (SIGINT/SIGTERM stops)",
+        job.name, out.what
     ));
-    let mut follow = Follow::new(job, store.ghosts(&job.name)?);
-    let mut in_txn = false;
+    let mut batch = Batch::new(job, store, json, cp.gtid.clone())?;
     let mut stats = Stats::new(store, job, source, live.source);
-    let mut rows = 0u64;
-    let mut metas = MetaCache::default();
-    // Rows of an open XA transaction: sent only if it commits.
-    let mut xa_rows: Option<Vec<Rows>> = None;
-    // Events of the open transaction; whole transactions waiting for the sink.
-    let mut txn: Vec<Record> = Vec::new();
-    let mut out = Outbox {
-        sink,
-        what,
-        state: sink_state,
-        records: Vec::new(),
-        bytes: 0,
-        end: None,
-        delivered: 0,
-        xa_done: Vec::new(),
-    };
-    // The GTID of the open transaction.
-    let mut txn_gtid: Option<String> = cp.gtid.clone();
     loop {
-        let pause = match out.end.is_some() && !in_txn {
+        let pause = match batch.sendable() {
             true => Duration::from_millis(20),
             false => Duration::from_secs(3600),
         };
-        let wants = |db: &str, t: &str| follow.follows(db, t);
+        let wants = |db: &str, t: &str| batch.follow.follows(db, t);
         let next = tokio::select! {
             c = reader.next_change(&wants) => Some(c),
             _ = tokio::time::sleep(pause) => None,
             _ = cancel.cancelled() => {
                 // Whole transactions read so far go out; anything the sink
                 // has not acknowledged is sent again next time.
-                if out.end.is_some() {
-                    let _ = out.flush(store, job, &mut cp).await;
+                if batch.sendable() {
+                    let _ = out.flush(&mut batch, &mut cp).await;
                 }
-                stats.sample(&cp, &reader, rows).await;
+                stats.sample(&cp, &reader, batch.rows).await;
                 return Err(CdcError::Cancelled);
             }
         };
-        // The stream paused with whole transactions waiting: send them.
-        let Some(change) = next else {
-            out.flush(store, job, &mut cp).await?;
-            continue;
-        };
-        let mut end: Option<(BinlogPos, Option<String>)> = None;
-        match change? {
-            Change::Heartbeat { .. } => {
-                if !in_txn && out.end.is_some() {
-                    out.flush(store, job, &mut cp).await?;
-                }
-            }
-            Change::Begin { xa, gtid } => {
-                in_txn = true;
-                txn_gtid = gtid;
-                if xa {
-                    xa_rows = Some(Vec::new());
-                }
-            }
-            Change::Rows(r) => match xa_rows.as_mut() {
-                Some(buf) => buf.push(r),
-                None => {
-                    rows += r.images.len() as u64;
+        match next {
+            // The stream paused with whole transactions waiting: send them.
+            None => out.flush(&mut batch, &mut cp).await?,
+            Some(change) => {
+                let change = change?;
+                let heartbeat = matches!(change, Change::Heartbeat { .. });
+                if let Change::Rows(r) = &change {
                     live.limit.acquire(r.images.len() as u64).await;
-                    let ctx = RecordContext {
-                        job,
-                        json: &json,
-                        excluded: &excluded,
-                        gtid: txn_gtid.as_deref(),
-                    };
-                    ctx.records(&mut metas, r, None, &mut txn);
                 }
-            },
-            Change::Commit { end: e, gtid } => {
-                in_txn = false;
-                if let Some(buf) = xa_rows.take() {
-                    let ctx = RecordContext {
-                        job,
-                        json: &json,
-                        excluded: &excluded,
-                        gtid: gtid.as_deref(),
-                    };
-                    for r in buf {
-                        ctx.records(&mut metas, r, None, &mut txn);
-                    }
-                }
-                end = Some((e, gtid));
-            }
-            Change::Rollback { .. } => {
-                in_txn = false;
-                xa_rows = None;
-                txn.clear();
-            }
-            Change::XaPrepare { xid, end: e, gtid } => {
-                in_txn = false;
-                let buf = xa_rows.take().unwrap_or_default();
-                store.put_xa(&job.name, &xid, &XaRows::from_rows(&buf))?;
-                end = Some((e, gtid));
-            }
-            Change::XaEnd {
-                xid,
-                commit,
-                end: e,
-                gtid,
-            } => {
-                in_txn = false;
-                if commit {
-                    let Some(stored) = store.xa(&job.name, &xid)? else {
-                        return Err(CdcError::XaUnknown {
-                            xid,
-                            at: e.to_string(),
-                        });
-                    };
-                    let ctx = RecordContext {
-                        job,
-                        json: &json,
-                        excluded: &excluded,
-                        gtid: gtid.as_deref(),
-                    };
-                    for r in stored.into_rows() {
-                        rows += r.images.len() as u64;
-                        ctx.records(&mut metas, r, Some(&e), &mut txn);
-                    }
-                }
-                out.xa_done.push((xid, e.clone()));
-                end = Some((e, gtid));
-            }
-            Change::Query(q) => {
-                let before = follow.ghosts().clone();
-                let steps = follow.plan(&q);
-                if *follow.ghosts() != before {
-                    store.put_ghosts(&job.name, follow.ghosts())?;
-                }
-                if let Some(Step::Fail(why)) = steps.iter().find(|s| matches!(s, Step::Fail(_))) {
-                    return Err(CdcError::Unsupported {
-                        at: q.end.to_string(),
-                        message: why.clone(),
-                    });
-                }
-                let changed = steps.iter().any(Step::changes_target);
-                for step in steps {
-                    let (db, table, statement) = match step {
-                        Step::Run {
-                            source_db,
-                            table,
-                            source_sql,
-                            ..
-                        } => (source_db, table, source_sql),
-                        Step::Copy { db, table } => (db, Some(table), q.statement.text.clone()),
-                        Step::Skip(_) | Step::Fail(_) => continue,
-                    };
-                    if !spec.ddl {
-                        continue;
-                    }
-                    let src = Source {
-                        job: &job.name,
-                        db: &db,
-                        table: table.as_deref().unwrap_or(""),
-                        file: &q.end.file,
-                        pos: q.end.pos,
-                        row: txn.len() as u32,
-                        gtid: q.gtid.as_deref(),
-                        server_id: q.server_id,
-                        ts_ms: u64::from(q.context.timestamp) * 1000,
-                        snapshot: false,
-                    };
-                    let payload =
-                        event::encode("ddl", None, None, &src, now_ms(), Some(&statement));
-                    txn.push(Record {
-                        db: Arc::from(db.as_str()),
-                        table: Arc::from("_ddl"),
-                        key: None,
-                        id: src.id(),
-                        payload,
-                    });
-                }
-                if changed {
+                batch.handle(change)?;
+                if batch.reload {
                     // Column types may have changed.
-                    json = json_columns(job, source).await?;
-                    metas.clear();
+                    batch.json = json_columns(job, source).await?;
+                    batch.reload = false;
                 }
-                if !q.in_txn {
-                    end = Some((q.end.clone(), q.gtid.clone()));
+                if batch.full() || (heartbeat && batch.sendable()) {
+                    out.flush(&mut batch, &mut cp).await?;
                 }
-            }
-        }
-        if let Some(e) = end {
-            out.bytes += txn.iter().map(|r| r.payload.len()).sum::<usize>();
-            out.records.append(&mut txn);
-            out.end = Some(e);
-            if out.records.len() >= BATCH_EVENTS || out.bytes >= BATCH_BYTES {
-                out.flush(store, job, &mut cp).await?;
             }
         }
         if stats.due() {
-            stats.sample(&cp, &reader, rows).await;
+            stats.sample(&cp, &reader, batch.rows).await;
         }
     }
 }
 
-/// What turning a rows event into records needs.
-struct RecordContext<'a> {
+/// The subscription's change events, batched for the sink in whole source
+/// transactions: it turns the reader's changes into records and knows
+/// nothing of the network, so a list of changes can drive it in a test.
+struct Batch<'a> {
     job: &'a JobSpec,
-    json: &'a JsonColumns,
-    excluded: &'a globset::GlobSet,
-    /// The transaction's GTID.
-    gtid: Option<&'a str>,
+    store: &'a Store,
+    json: JsonColumns,
+    excluded: globset::GlobSet,
+    follow: Follow,
+    metas: MetaCache,
+    /// The JSON columns must be read again (a statement changed a table).
+    reload: bool,
+    /// Row changes read.
+    rows: u64,
+    in_txn: bool,
+    /// The GTID of the open transaction.
+    txn_gtid: Option<String>,
+    /// Events of the open transaction.
+    txn: Vec<Record>,
+    /// Rows of an open XA transaction: sent only if it commits.
+    xa_rows: Option<Vec<Rows>>,
+    /// Whole transactions waiting for the sink.
+    records: Vec<Record>,
+    bytes: usize,
+    /// Where the last transaction in `records` ends.
+    end: Option<TxnEnd>,
+    /// XA transactions resolved, kept in the state until checkpointed.
+    xa_done: Vec<(String, BinlogPos)>,
 }
 
-impl RecordContext<'_> {
-    /// The records of one rows event; `at` overrides its position (an XA
-    /// transaction's rows are sent at its commit).
-    fn records(
-        &self,
-        metas: &mut MetaCache,
-        r: Rows,
-        at: Option<&BinlogPos>,
-        out: &mut Vec<Record>,
-    ) {
+impl<'a> Batch<'a> {
+    fn new(
+        job: &'a JobSpec,
+        store: &'a Store,
+        json: JsonColumns,
+        gtid: Option<String>,
+    ) -> Result<Batch<'a>, CdcError> {
+        Ok(Batch {
+            job,
+            store,
+            json,
+            excluded: exclusions(job),
+            follow: Follow::new(job, store.ghosts(&job.name)?),
+            metas: MetaCache::default(),
+            reload: false,
+            rows: 0,
+            in_txn: false,
+            txn_gtid: gtid,
+            txn: Vec::new(),
+            xa_rows: None,
+            records: Vec::new(),
+            bytes: 0,
+            end: None,
+            xa_done: Vec::new(),
+        })
+    }
+
+    /// Whole transactions are waiting and none is open: worth sending.
+    fn sendable(&self) -> bool {
+        self.end.is_some() && !self.in_txn
+    }
+
+    /// Enough is waiting to send at once.
+    fn full(&self) -> bool {
+        self.end.is_some() && (self.records.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES)
+    }
+
+    fn handle(&mut self, change: Change) -> Result<(), CdcError> {
+        let job = &self.job.name;
+        let end = match change {
+            Change::Heartbeat { .. } => None,
+            Change::Begin { xa, gtid } => {
+                self.in_txn = true;
+                self.txn_gtid = gtid;
+                if xa {
+                    self.xa_rows = Some(Vec::new());
+                }
+                None
+            }
+            Change::Rows(r) => {
+                match self.xa_rows.as_mut() {
+                    Some(buf) => buf.push(r),
+                    None => {
+                        self.rows += r.images.len() as u64;
+                        let gtid = self.txn_gtid.clone();
+                        self.records_of(r, None, gtid.as_deref());
+                    }
+                }
+                None
+            }
+            Change::Commit { end, gtid } => {
+                for r in self.xa_rows.take().unwrap_or_default() {
+                    self.rows += r.images.len() as u64;
+                    self.records_of(r, None, gtid.as_deref());
+                }
+                Some((end, gtid))
+            }
+            Change::Rollback { .. } => {
+                self.in_txn = false;
+                self.xa_rows = None;
+                self.txn.clear();
+                None
+            }
+            Change::XaPrepare { xid, end, gtid } => {
+                let buf = self.xa_rows.take().unwrap_or_default();
+                self.store.put_xa(job, &xid, &XaRows::from_rows(&buf))?;
+                Some((end, gtid))
+            }
+            Change::XaEnd {
+                xid,
+                commit,
+                end,
+                gtid,
+            } => {
+                if commit {
+                    let Some(stored) = self.store.xa(job, &xid)? else {
+                        return Err(CdcError::XaUnknown {
+                            xid,
+                            at: end.to_string(),
+                        });
+                    };
+                    for r in stored.into_rows() {
+                        self.rows += r.images.len() as u64;
+                        self.records_of(r, Some(&end), gtid.as_deref());
+                    }
+                }
+                self.xa_done.push((xid, end.clone()));
+                Some((end, gtid))
+            }
+            Change::Query(q) => {
+                self.query(&q)?;
+                (!q.in_txn).then(|| (q.end.clone(), q.gtid.clone()))
+            }
+        };
+        if let Some(e) = end {
+            // A transaction (or a statement outside one) ended.
+            self.in_txn = false;
+            self.bytes += self.txn.iter().map(|r| r.payload.len()).sum::<usize>();
+            self.records.append(&mut self.txn);
+            self.end = Some(e);
+        }
+        Ok(())
+    }
+
+    /// A statement: followed tables and ghosts updated, a `ddl` event for
+    /// each selected table it changes when `[sink] ddl` asks for them.
+    fn query(&mut self, q: &Query) -> Result<(), CdcError> {
+        let before = self.follow.ghosts().clone();
+        let steps = self.follow.plan(q);
+        if *self.follow.ghosts() != before {
+            self.store
+                .put_ghosts(&self.job.name, self.follow.ghosts())?;
+        }
+        if let Some(Step::Fail(why)) = steps.iter().find(|s| matches!(s, Step::Fail(_))) {
+            return Err(CdcError::Unsupported {
+                at: q.end.to_string(),
+                message: why.clone(),
+            });
+        }
+        self.reload |= steps.iter().any(Step::changes_target);
+        if !self.job.sink.as_ref().is_some_and(|s| s.ddl) {
+            return Ok(());
+        }
+        for step in steps {
+            let (db, table, statement) = match step {
+                Step::Run {
+                    source_db,
+                    table,
+                    source_sql,
+                    ..
+                } => (source_db, table, source_sql),
+                Step::Copy { db, table } => (db, Some(table), q.statement.text.clone()),
+                Step::Skip(_) | Step::Fail(_) => continue,
+            };
+            let src = Source {
+                job: &self.job.name,
+                db: &db,
+                table: table.as_deref().unwrap_or(""),
+                file: &q.end.file,
+                pos: q.end.pos,
+                row: self.txn.len() as u32,
+                gtid: q.gtid.as_deref(),
+                server_id: q.server_id,
+                ts_ms: u64::from(q.context.timestamp) * 1000,
+                snapshot: false,
+            };
+            let payload = event::encode("ddl", None, None, &src, now_ms(), Some(&statement));
+            self.txn.push(Record {
+                db: Arc::from(db.as_str()),
+                table: Arc::from("_ddl"),
+                key: None,
+                id: src.id(),
+                payload,
+            });
+        }
+        Ok(())
+    }
+
+    /// The records of one rows event, added to the open transaction; `at`
+    /// overrides its position (an XA transaction's rows are sent at its
+    /// commit), `gtid` is its transaction's.
+    fn records_of(&mut self, r: Rows, at: Option<&BinlogPos>, gtid: Option<&str>) {
         let Some(first) = r.images.first() else {
             return;
         };
         let (db, table) = (r.table.db.clone(), r.table.name.clone());
-        let meta = metas.get(&r.table, || {
+        let (json, excluded) = (&self.json, &self.excluded);
+        let meta = self.metas.get(&r.table, || {
             let cols = first.1.as_ref().or(first.0.as_ref());
             let names: Vec<String> = cols
                 .map(|i| i.columns.iter().map(|c| c.name.clone()).collect())
                 .unwrap_or_default();
-            let json_cols = self
-                .json
+            let json_cols = json
                 .get(&(db.to_string(), table.to_string()))
                 .cloned()
                 .unwrap_or_default();
             let prefix = format!("{db}.{table}.");
             TableMeta::new(&r.table, &names, &json_cols, &|c: &str| {
-                self.excluded.is_match(format!("{prefix}{c}"))
+                excluded.is_match(format!("{prefix}{c}"))
             })
         });
         let op = match r.op {
@@ -395,7 +438,7 @@ impl RecordContext<'_> {
                 file: &pos.file,
                 pos: pos.pos,
                 row: i as u32,
-                gtid: self.gtid,
+                gtid,
                 server_id: r.server_id,
                 ts_ms: u64::from(r.timestamp) * 1000,
                 snapshot: false,
@@ -418,7 +461,7 @@ impl RecordContext<'_> {
                 now,
                 None,
             );
-            out.push(Record {
+            self.txn.push(Record {
                 db: db.clone(),
                 table: table.clone(),
                 key: key_of,
@@ -429,44 +472,33 @@ impl RecordContext<'_> {
     }
 }
 
-/// Whole source transactions waiting for the sink, and what the sink has
-/// acknowledged so far.
+/// The sink and what it has acknowledged so far.
 struct Outbox<'a> {
     sink: Sink,
     /// The sink, for status.
     what: String,
     state: &'a SinkState,
-    records: Vec<Record>,
-    bytes: usize,
-    /// Where the last transaction in `records` ends.
-    end: Option<(BinlogPos, Option<String>)>,
     delivered: u64,
-    /// XA transactions resolved, kept in the state until checkpointed.
-    xa_done: Vec<(String, BinlogPos)>,
 }
 
 impl Outbox<'_> {
-    /// Sends the records; once the sink acknowledged them, checkpoints
-    /// their end.
-    async fn flush(
-        &mut self,
-        store: &Store,
-        job: &JobSpec,
-        cp: &mut Checkpoint,
-    ) -> Result<(), CdcError> {
-        self.sink.send(&self.records).await?;
-        self.delivered += self.records.len() as u64;
-        self.records.clear();
-        self.bytes = 0;
-        if let Some((pos, gtid)) = self.end.take() {
+    /// Sends the batch's whole transactions; once the sink acknowledged
+    /// them, checkpoints their end.
+    async fn flush(&mut self, batch: &mut Batch<'_>, cp: &mut Checkpoint) -> Result<(), CdcError> {
+        self.sink.send(&batch.records).await?;
+        self.delivered += batch.records.len() as u64;
+        batch.records.clear();
+        batch.bytes = 0;
+        if let Some((pos, gtid)) = batch.end.take() {
             cp.position = pos;
             cp.gtid = gtid;
             cp.unix_ms = now_ms();
-            store.put_checkpoint(&job.name, cp)?;
-            for (xid, _) in self.xa_done.iter().filter(|(_, end)| *end <= cp.position) {
-                store.remove_xa(&job.name, xid)?;
+            let (store, job) = (batch.store, &batch.job.name);
+            store.put_checkpoint(job, cp)?;
+            for (xid, _) in batch.xa_done.iter().filter(|(_, end)| *end <= cp.position) {
+                store.remove_xa(job, xid)?;
             }
-            self.xa_done.retain(|(_, end)| *end > cp.position);
+            batch.xa_done.retain(|(_, end)| *end > cp.position);
         }
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
             "{}: ok, {} events delivered",
@@ -603,4 +635,172 @@ async fn snapshot(
     let _ = conn.query_drop("COMMIT").await;
     let _ = conn.disconnect().await;
     Ok((at, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdc::testkit::{self, *};
+
+    fn job(dir: &std::path::Path) -> JobSpec {
+        testkit::job(
+            "subscribe",
+            &format!(
+                "[[select]]\ndatabase = \"shop\"\ntables = [\"t\"]\n\
+                 [sink]\nkind = \"jsonl\"\npath = \"{}\"\nddl = true\n",
+                dir.join("events.jsonl").display()
+            ),
+        )
+    }
+
+    /// The events in the sink's file: `op`, the row's `id` (or the
+    /// statement) and the position the event names.
+    fn delivered(dir: &std::path::Path) -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                let what = match v["op"].as_str() {
+                    Some("ddl") => v["ddl"].to_string(),
+                    _ => v["after"]["id"].to_string(),
+                };
+                format!(
+                    "{} {what} @{}",
+                    v["op"].as_str().unwrap_or("?"),
+                    v["source"]["pos"]
+                )
+            })
+            .collect()
+    }
+
+    struct Fixture<'a> {
+        batch: Batch<'a>,
+        out: Outbox<'a>,
+        cp: Checkpoint,
+    }
+
+    impl<'a> Fixture<'a> {
+        async fn new(job: &'a JobSpec, store: &'a Store, state: &'a SinkState) -> Fixture<'a> {
+            let sink = Sink::open(&job.sink.as_ref().expect("sink").kind)
+                .await
+                .expect("sink");
+            Fixture {
+                batch: Batch::new(job, store, JsonColumns::new(), None).expect("batch"),
+                out: Outbox {
+                    sink,
+                    what: "jsonl".into(),
+                    state,
+                    delivered: 0,
+                },
+                cp: cp(),
+            }
+        }
+
+        fn feed(&mut self, changes: Vec<Change>) {
+            for c in changes {
+                self.batch.handle(c).expect("handled");
+            }
+        }
+
+        async fn flush(&mut self) {
+            self.out
+                .flush(&mut self.batch, &mut self.cp)
+                .await
+                .expect("flushed");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_whole_transactions_are_sent_and_the_checkpoint_follows_the_sink() {
+        let (dir, store) = store();
+        let job = job(dir.path());
+        let state = SinkState::default();
+        let mut f = Fixture::new(&job, &store, &state).await;
+        f.feed(vec![begin(), insert("t", 1, 100), commit(120), begin()]);
+        assert!(!f.batch.sendable(), "a transaction is open");
+        f.feed(vec![insert("t", 2, 130)]);
+        // Sent now (the stream stopped), only the committed transaction goes.
+        f.flush().await;
+        assert_eq!(delivered(dir.path()), vec!["c 1 @100"]);
+        assert_eq!(f.cp.position, pos(120));
+        assert_eq!(store.checkpoint("j").unwrap().unwrap().position, pos(120));
+        f.feed(vec![Change::Rollback { end: pos(140) }]);
+        assert!(!f.batch.sendable());
+        f.flush().await;
+        assert_eq!(delivered(dir.path()).len(), 1, "rolled back: nothing");
+        assert_eq!(f.cp.position, pos(120));
+        // Statements: an event for the selected table, none for another
+        // one, and the checkpoint moves past both.
+        f.feed(vec![
+            ddl("ALTER TABLE t ADD c INT", 150),
+            ddl("DROP TABLE other", 160),
+        ]);
+        assert!(f.batch.sendable());
+        assert!(f.batch.reload, "column types are read again after an ALTER");
+        f.flush().await;
+        assert_eq!(
+            delivered(dir.path()),
+            vec!["c 1 @100", "ddl \"ALTER TABLE t ADD c INT\" @150"]
+        );
+        assert_eq!(f.cp.position, pos(160));
+        assert_eq!(f.out.delivered, 2);
+        assert!(
+            state.lock().unwrap().as_deref() == Some("jsonl: ok, 2 events delivered"),
+            "{state:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn xa_transactions_are_sent_at_their_commit_and_only_if_they_commit() {
+        let (dir, store) = store();
+        let job = job(dir.path());
+        let state = SinkState::default();
+        let mut f = Fixture::new(&job, &store, &state).await;
+        let mut changes = xa_prepared("X'01',X'',1", 1, 100);
+        changes.extend(xa_prepared("X'02',X'',1", 2, 200));
+        changes.extend([begin(), insert("t", 3, 300), commit(310)]);
+        f.feed(changes);
+        f.flush().await;
+        assert_eq!(delivered(dir.path()), vec!["c 3 @300"]);
+        // The prepared transactions survive a restart in the state.
+        assert!(store.xa("j", "X'01',X'',1").unwrap().is_some());
+        f.feed(vec![
+            xa_end("X'01',X'',1", false, 400),
+            xa_end("X'02',X'',1", true, 500),
+        ]);
+        assert!(
+            store.xa("j", "X'02',X'',1").unwrap().is_some(),
+            "kept until the sink has it"
+        );
+        f.flush().await;
+        assert_eq!(delivered(dir.path()), vec!["c 3 @300", "c 2 @500"]);
+        assert_eq!(f.cp.position, pos(500));
+        assert!(store.xa("j", "X'01',X'',1").unwrap().is_none());
+        assert!(store.xa("j", "X'02',X'',1").unwrap().is_none());
+        // The commit of a transaction prepared before the job started.
+        let err = f
+            .batch
+            .handle(xa_end("X'03',X'',1", true, 600))
+            .expect_err("unknown XA");
+        assert!(err.to_string().contains("X'03'"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_full_only_at_a_transaction_end() {
+        let (dir, store) = store();
+        let job = job(dir.path());
+        let state = SinkState::default();
+        let mut f = Fixture::new(&job, &store, &state).await;
+        f.feed(vec![begin()]);
+        for i in 0..BATCH_EVENTS as i64 {
+            f.feed(vec![insert("t", i, 100 + i as u64)]);
+        }
+        assert!(!f.batch.full(), "an open transaction is never split");
+        f.feed(vec![commit(100 + BATCH_EVENTS as u64)]);
+        assert!(f.batch.full());
+        f.flush().await;
+        assert!(!f.batch.full() && !f.batch.sendable());
+        assert_eq!(delivered(dir.path()).len(), BATCH_EVENTS);
+        assert_eq!(f.batch.rows, BATCH_EVENTS as u64);
+    }
 }

@@ -46,10 +46,16 @@ fn template() -> &'static Path {
     T.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("ferry-it-template-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        // Its own tmpdir: bootstraps running side by side in /tmp lose
+        // each other's temporary tables.
+        let tmp = dir.with_extension("tmp");
+        std::fs::create_dir_all(&tmp).expect("template tmpdir");
+        watch_and_remove(None, &tmp);
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--auth-root-authentication-method=normal"])
             .arg(format!("--datadir={}", dir.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--user={user}"))
             .output()
             .expect("mariadb-install-db runs (is mariadb-server installed?)");
