@@ -243,14 +243,8 @@ impl<'a, T: Target> Engine<'a, T> {
             } => {
                 self.seen = end.clone();
                 self.in_txn = false;
-                let stored = self.store.xa(&self.job.name, &xid)?;
                 if commit {
-                    let Some(stored) = stored else {
-                        return Err(CdcError::XaUnknown {
-                            xid,
-                            at: end.to_string(),
-                        });
-                    };
+                    let stored = super::prepared_xa(self.store, &self.job.name, &xid, &end)?;
                     self.target.begin_txn();
                     for r in stored.into_rows() {
                         self.rows(r, Some(&end)).await?;
@@ -684,12 +678,7 @@ mod tests {
         let limit = RateLimit::new(0);
         let mut e = Engine::new(&job, &store, &limit, Recorder::default(), cp()).unwrap();
         let err = e
-            .handle(Change::XaEnd {
-                xid: "X'03',X'',1".into(),
-                commit: true,
-                end: pos(600),
-                gtid: None,
-            })
+            .handle(xa_end("X'03',X'',1", true, 600))
             .await
             .expect_err("unknown XA");
         assert!(err.to_string().contains("X'03'"), "{err}");

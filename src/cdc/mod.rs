@@ -106,6 +106,20 @@ impl CdcError {
     }
 }
 
+/// The rows of XA transaction `xid`, stashed at its XA PREPARE, for its
+/// XA COMMIT at `at`.
+pub(crate) fn prepared_xa(
+    store: &Store,
+    job: &str,
+    xid: &str,
+    at: &BinlogPos,
+) -> Result<crate::state::XaRows, CdcError> {
+    store.xa(job, xid)?.ok_or_else(|| CdcError::XaUnknown {
+        xid: xid.to_string(),
+        at: at.to_string(),
+    })
+}
+
 pub fn server_id(job: &JobSpec) -> u32 {
     job.source
         .server_id

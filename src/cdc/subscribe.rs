@@ -317,12 +317,7 @@ impl<'a> Batch<'a> {
                 gtid,
             } => {
                 if commit {
-                    let Some(stored) = self.store.xa(job, &xid)? else {
-                        return Err(CdcError::XaUnknown {
-                            xid,
-                            at: end.to_string(),
-                        });
-                    };
+                    let stored = super::prepared_xa(self.store, job, &xid, &end)?;
                     for r in stored.into_rows() {
                         self.rows += r.images.len() as u64;
                         self.records_of(r, Some(&end), gtid.as_deref());
