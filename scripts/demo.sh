@@ -29,8 +29,8 @@ sql() { scripts/sandbox.sh sql "$@"; }
 
 echo "== loading sample data into the source: shop (~385k rows) and Sakila"
 sql source < testdata/demo/shop.sql
-sql source < ../shared/datasets/sakila/sakila-mv-schema.sql
-sql source < ../shared/datasets/sakila/sakila-mv-data.sql
+sql source < testdata/sakila/sakila-mv-schema.sql
+sql source < testdata/sakila/sakila-mv-data.sql
 sql target -e "DROP DATABASE IF EXISTS shop_copy; DROP DATABASE IF EXISTS sakila;"
 STATE=$PWD/.sandbox/state
 rm -rf "$STATE"

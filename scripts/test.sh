@@ -20,9 +20,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if [ ! -d ../shared/datasets/sakila ]; then
-  echo "warning: ../shared/datasets/sakila is missing; the Sakila test will fail" >&2
-fi
 
 # A Kafka-protocol broker for the Kafka sink test: tansu, from crates.io
 # (memory storage needs its dynostore feature; a debug build is enough for

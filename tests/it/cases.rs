@@ -144,7 +144,7 @@ fn rename_filter_rewrites_cross_database_references() {
 #[test]
 fn sakila_schema_data_views_routines_triggers() {
     let (source, target) = shared();
-    let sakila = repo().join("../shared/datasets/sakila");
+    let sakila = repo().join("testdata/sakila");
     source.sql_file(&sakila.join("sakila-mv-schema.sql"));
     source.sql_file(&sakila.join("sakila-mv-data.sql"));
     target.sql("DROP DATABASE IF EXISTS sakila_copy");

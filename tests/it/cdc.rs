@@ -359,7 +359,7 @@ fn sakila_workload_with_triggers_and_cascades() {
         server_id: 22,
         ..Default::default()
     });
-    let sakila = repo().join("../shared/datasets/sakila");
+    let sakila = repo().join("testdata/sakila");
     source.sql_file(&sakila.join("sakila-mv-schema.sql"));
     source.sql_file(&sakila.join("sakila-mv-data.sql"));
     let tmp = temp_dir("cdc-sakila");

@@ -13,6 +13,7 @@ mod rowevents;
 pub mod server;
 mod service;
 mod subscribe;
+mod upgrade;
 mod verify;
 
 use std::path::{Path, PathBuf};

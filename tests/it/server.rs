@@ -96,6 +96,8 @@ pub struct Options {
     pub local_infile: bool,
     /// max_allowed_packet (the tests' default is 64M).
     pub packet: &'static str,
+    /// A fixed port (outside the ephemeral range), else a free one.
+    pub port: Option<u16>,
 }
 
 impl Default for Options {
@@ -105,6 +107,7 @@ impl Default for Options {
             server_id: 1,
             local_infile: true,
             packet: "64M",
+            port: None,
         }
     }
 }
@@ -112,7 +115,7 @@ impl Default for Options {
 impl Server {
     pub fn start(opts: Options) -> Server {
         let template = template();
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let dir = std::env::temp_dir().join(format!("ferry-it-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let status = Command::new("cp")
