@@ -13,6 +13,7 @@ command -v sysbench >/dev/null 2>&1 || missing+=(sysbench)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v pt-online-schema-change >/dev/null 2>&1 || missing+=(percona-toolkit)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=""
@@ -41,6 +42,8 @@ export FERRY_TANSU
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== module graph (no circles)"
+scripts/layout.py
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"

@@ -175,7 +175,7 @@ fn connect_fix(e: &DbError, c: &Connector) -> String {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Resume<'a> {
     /// Its binlog position, when it has one.
-    pub position: Option<&'a crate::cdc::BinlogPos>,
+    pub position: Option<&'a crate::model::BinlogPos>,
 }
 
 /// Whether the source still has the binlog file a job resumes from.
@@ -183,7 +183,7 @@ async fn position_check(
     r: &mut Report,
     c: &Connector,
     conn: &mut Conn,
-    at: &crate::cdc::BinlogPos,
+    at: &crate::model::BinlogPos,
 ) -> Result<(), DbError> {
     if at.file.is_empty() {
         return Ok(());

@@ -13,10 +13,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::{Framed, LinesCodec};
 use tracing::{info, warn};
 
-use crate::cdc::position;
 use crate::db::{Connector, Role};
 use crate::job::{Mode, VerifyLevel};
 use crate::runner::{self, Runner};
+use crate::source::position;
 use crate::status;
 use crate::verify;
 

@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Params, Value};
@@ -20,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{ColumnKind, Table};
 use crate::db::{self, qualified, quote_ident, Connector, DbError};
 use crate::job::{ExistingRows, JobSpec};
+use crate::model::RateLimit;
+use crate::model::{Chunk, KeyValue, TablePlan};
 use crate::sql;
-use crate::state::{Chunk, KeyValue, StateError, Store, TablePlan};
+use crate::state::{StateError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FullError {
@@ -77,48 +78,6 @@ impl TableProgress {
         self.chunks_done.store(0, Ordering::Relaxed);
         self.done.store(false, Ordering::Relaxed);
         self.finished_ms.store(0, Ordering::Relaxed);
-    }
-}
-
-/// Rows-per-second limit shared by a job's workers; changeable live.
-#[derive(Debug, Default)]
-pub struct RateLimit {
-    rate: AtomicU64,
-    next_free: Mutex<Option<Instant>>,
-}
-
-impl RateLimit {
-    pub fn new(rows_per_sec: u64) -> Self {
-        let r = RateLimit::default();
-        r.set(rows_per_sec);
-        r
-    }
-
-    pub fn set(&self, rows_per_sec: u64) {
-        self.rate.store(rows_per_sec, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.rate.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `rows` may pass; at most one second of burst.
-    pub async fn acquire(&self, rows: u64) {
-        let rate = self.get();
-        if rate == 0 || rows == 0 {
-            return;
-        }
-        let begin = {
-            let now = Instant::now();
-            let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
-            let floor = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
-            let begin = next.map_or(now, |n| n.max(floor));
-            *next = Some(begin + Duration::from_secs_f64(rows as f64 / rate as f64));
-            begin
-        };
-        if begin > Instant::now() {
-            tokio::time::sleep_until(begin.into()).await;
-        }
     }
 }
 
@@ -694,7 +653,7 @@ async fn copy_group(
         let copy = Arc::new(table_copy(&ends, &t, progress.clone(), method));
         let _ = progress.started_ms.compare_exchange(
             0,
-            crate::state::now_ms(),
+            crate::model::now_ms(),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -751,7 +710,7 @@ async fn recreate_target_table(
 async fn mark_empty_done(
     load: &Load<'_>,
     id: &str,
-    snapshot: Option<crate::cdc::BinlogPos>,
+    snapshot: Option<crate::model::BinlogPos>,
 ) -> Result<()> {
     let chunks = load.store.chunks(&load.job.name, id)?;
     for (i, c) in chunks.iter().enumerate() {
@@ -779,7 +738,7 @@ async fn copy_chunk(
     dst: &mut Conn,
     task: &Task,
     packet: usize,
-    snapshot: Option<crate::cdc::BinlogPos>,
+    snapshot: Option<crate::model::BinlogPos>,
 ) -> Result<()> {
     let t = &task.table;
     dst.query_drop("START TRANSACTION")
@@ -812,7 +771,7 @@ async fn copy_chunk(
     if table_done {
         t.progress
             .finished_ms
-            .store(crate::state::now_ms(), Ordering::Relaxed);
+            .store(crate::model::now_ms(), Ordering::Relaxed);
         t.progress.done.store(true, Ordering::Relaxed);
     }
     Ok(())
@@ -825,7 +784,7 @@ async fn copy_chunk(
 async fn snapshot_position(
     source: &Connector,
     src: &mut Conn,
-) -> Result<Option<crate::cdc::BinlogPos>> {
+) -> Result<Option<crate::model::BinlogPos>> {
     let err = || source.query_err("opening a consistent snapshot");
     src.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         .await
@@ -841,7 +800,7 @@ async fn snapshot_position(
     };
     Ok(
         match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-            (Some(file), Some(pos)) if !file.is_empty() => Some(crate::cdc::BinlogPos {
+            (Some(file), Some(pos)) if !file.is_empty() => Some(crate::model::BinlogPos {
                 file,
                 pos: pos.parse().unwrap_or(0),
             }),
@@ -863,7 +822,7 @@ pub async fn copy_table_now(
     db: &str,
     table: &str,
     target_db: &str,
-) -> Result<crate::cdc::BinlogPos> {
+) -> Result<crate::model::BinlogPos> {
     let limit = RateLimit::new(0);
     let cancel = CancellationToken::new();
     let ends = Ends {
@@ -1246,24 +1205,5 @@ mod tests {
         );
         let (sql, params) = range_condition(&cols[..1], None, None);
         assert_eq!((sql.as_str(), params.len()), ("1", 0));
-    }
-
-    #[tokio::test]
-    async fn rate_limit_spaces_batches() {
-        let r = RateLimit::new(1000);
-        let start = Instant::now();
-        for _ in 0..5 {
-            r.acquire(500).await;
-        }
-        // 2500 rows at 1000/s with one second of burst: at least 1.5 s.
-        assert!(
-            start.elapsed() >= Duration::from_millis(1400),
-            "{:?}",
-            start.elapsed()
-        );
-        r.set(0);
-        let start = Instant::now();
-        r.acquire(1_000_000).await;
-        assert!(start.elapsed() < Duration::from_millis(100));
     }
 }

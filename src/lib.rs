@@ -9,6 +9,7 @@ pub mod db;
 pub mod full;
 pub mod job;
 pub mod metrics;
+pub mod model;
 pub mod progress;
 pub mod runner;
 pub mod schema;

@@ -259,9 +259,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::DecodeBench { job, from, to } => {
             let spec = job::load_job(&job)?;
-            let pos = |s: &str| -> Result<ferry::cdc::BinlogPos> {
+            let pos = |s: &str| -> Result<ferry::model::BinlogPos> {
                 let (file, pos) = s.rsplit_once(':').context("expected FILE:POS")?;
-                Ok(ferry::cdc::BinlogPos {
+                Ok(ferry::model::BinlogPos {
                     file: file.to_string(),
                     pos: pos.parse().context("expected FILE:POS")?,
                 })
@@ -374,8 +374,8 @@ async fn verify_cmd(
                 // has not run (a runner given its file starts it afresh).
                 store.put_job(&ferry::state::JobRecord {
                     spec: spec.clone(),
-                    state: ferry::state::JobState::Pending,
-                    since_ms: ferry::state::now_ms(),
+                    state: ferry::model::JobState::Pending,
+                    since_ms: ferry::model::now_ms(),
                     reason: None,
                     schema_done: false,
                     load_planned: false,

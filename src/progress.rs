@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::full::TableProgress;
-use crate::state::now_ms;
+use crate::model::now_ms;
 
 /// Set while the console owns the terminal: nothing may print over it.
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

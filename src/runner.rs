@@ -18,11 +18,13 @@ use crate::catalog::Catalog;
 use crate::cdc::{self, CdcError};
 use crate::check::{self, Status};
 use crate::db::{Connector, Role};
-use crate::full::{self, FullError, Load, RateLimit};
+use crate::full::{self, FullError, Load};
 use crate::job::{CdcStart, JobSpec, Mode, VerifyLevel};
+use crate::model::RateLimit;
+use crate::model::{now_ms, JobState, VerifyRun};
 use crate::progress;
 use crate::schema::{self, SchemaError};
-use crate::state::{now_ms, JobRecord, JobState, StateError, Store, VerifyRun};
+use crate::state::{JobRecord, StateError, Store};
 use crate::verify::{self, Verifier, VerifyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,14 +93,14 @@ pub struct JobControl {
     /// Its task has ended.
     pub finished: std::sync::atomic::AtomicBool,
     /// A cutover asked for: CDC stops once it has applied this position.
-    pub cutover_at: watch::Sender<Option<cdc::BinlogPos>>,
+    pub cutover_at: watch::Sender<Option<crate::model::BinlogPos>>,
     /// The cutover's outcome, once it has one.
     pub cutover_done: watch::Sender<Option<Result<ferry_proto::Cutover, String>>>,
     /// The source's binlog head and oldest binlog, and a retention risk.
     pub source_info: Mutex<cdc::SourceInfo>,
     /// While CDC runs: the source position up to which everything read
     /// has been applied (online verification waits on it); else `None`.
-    pub caught_up: watch::Sender<Option<cdc::BinlogPos>>,
+    pub caught_up: watch::Sender<Option<crate::model::BinlogPos>>,
     /// What a running verification is doing; `None` when none runs.
     pub verifying: Arc<Mutex<Option<String>>>,
     /// A subscribe job's sink: what it is and how it is doing.

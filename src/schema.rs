@@ -8,6 +8,7 @@ use mysql_async::{Conn, Row};
 use crate::catalog::Catalog;
 use crate::db::{qualified, quote_ident, Connector, DbError};
 use crate::job::JobSpec;
+use crate::model::truncate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -116,13 +117,6 @@ async fn exec(conn: &mut Conn, what: &str, statement: String) -> Result<(), Sche
             statement: truncate(&statement, 400),
             source,
         })
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
 }
 
 /// Creates the target databases and tables (if absent), then views and

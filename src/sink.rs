@@ -329,7 +329,7 @@ impl Kafka {
     async fn send(&mut self, records: &[Record]) -> Result<(), SinkError> {
         // Per (topic, partition), in order.
         let mut batches: BTreeMap<(String, i32), Vec<rskafka::record::Record>> = BTreeMap::new();
-        let now = rskafka::chrono::DateTime::from_timestamp_millis(crate::state::now_ms() as i64)
+        let now = rskafka::chrono::DateTime::from_timestamp_millis(crate::model::now_ms() as i64)
             .unwrap_or_default();
         for r in records {
             let topic = fill(&self.topic, &r.db, &r.table);

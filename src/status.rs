@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use ferry_proto as proto;
 
 use crate::job::Mode;
+use crate::model::{now_ms, JobState};
 use crate::progress;
 use crate::runner::Runner;
-use crate::state::{now_ms, JobState, StateError, Store};
+use crate::state::{StateError, Store};
 
 /// How many CDC samples (5 s apart) a status carries: the last 10 minutes.
 const HISTORY: usize = 120;

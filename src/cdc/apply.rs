@@ -27,13 +27,14 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::engine::{RowChange, Target, TxnEnd};
-use super::{BinlogPos, CdcError};
+use super::error::CdcError;
 use crate::catalog::ColumnKind;
 use crate::db::{qualified, quote_ident, Connector, DbError};
 use crate::job::JobSpec;
+use crate::model::BinlogPos;
+use crate::model::SessionContext;
 use crate::source::binlog::Op;
 use crate::source::decode::{ColumnInfo, Image};
-use crate::source::session::SessionContext;
 use crate::sql;
 
 const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS ferry_meta.checkpoints (\
@@ -1378,7 +1379,7 @@ async fn read_markers(
 
 /// The start of a statement, for messages.
 fn truncate(s: &[u8], n: usize) -> String {
-    crate::cdc::truncate(&String::from_utf8_lossy(&s[..s.len().min(n * 4)]), n)
+    crate::model::truncate(&String::from_utf8_lossy(&s[..s.len().min(n * 4)]), n)
 }
 
 #[cfg(test)]

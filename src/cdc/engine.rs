@@ -7,20 +7,21 @@
 //! [`super::Applier`]), so it can be driven from a list of changes in a
 //! test without any server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use tracing::{info, warn};
 
+use super::error::CdcError;
 use super::follow::{Follow, Step};
-use super::CdcError;
 use crate::db::DbError;
-use crate::full::RateLimit;
 use crate::job::{DdlPolicy, JobSpec};
+use crate::model::BinlogPos;
+use crate::model::RateLimit;
+use crate::model::SessionContext;
+use crate::model::{now_ms, Checkpoint};
 use crate::source::binlog::{Change, Op, Query, RowFlags, Rows};
 use crate::source::decode::Images;
-use crate::source::position::BinlogPos;
-use crate::source::session::SessionContext;
-use crate::state::{now_ms, Checkpoint, Store, XaRows};
+use crate::state::Store;
 
 /// The end of a source transaction: its position and GTID.
 pub type TxnEnd = (BinlogPos, Option<String>);
@@ -231,7 +232,7 @@ impl<'a, T: Target> Engine<'a, T> {
                 self.in_txn = false;
                 let rows = self.xa_rows.take().unwrap_or_default();
                 self.store
-                    .put_xa(&self.job.name, &xid, &XaRows::from_rows(&rows))?;
+                    .put_xa(&self.job.name, &xid, &super::xa::stash(&rows))?;
                 info!(xid, at = %end, rows = rows.len(), "XA transaction prepared; applied when it commits");
                 self.end_txn(end, gtid).await?;
             }
@@ -244,9 +245,9 @@ impl<'a, T: Target> Engine<'a, T> {
                 self.seen = end.clone();
                 self.in_txn = false;
                 if commit {
-                    let stored = super::prepared_xa(self.store, &self.job.name, &xid, &end)?;
+                    let stored = super::xa::prepared_xa(self.store, &self.job.name, &xid, &end)?;
                     self.target.begin_txn();
-                    for r in stored.into_rows() {
+                    for r in super::xa::unstash(stored) {
                         self.rows(r, Some(&end)).await?;
                     }
                 }
@@ -420,7 +421,7 @@ impl<'a, T: Target> Engine<'a, T> {
                     match self.target.execute(&db, &sql, &context).await {
                         Ok(()) => event(
                             self.store,
-                            format!("applied at {at}: {}", crate::cdc::truncate(&sql, 300)),
+                            format!("applied at {at}: {}", crate::model::truncate(&sql, 300)),
                         ),
                         Err(e)
                             if replay
@@ -432,7 +433,7 @@ impl<'a, T: Target> Engine<'a, T> {
                         Err(source) => {
                             return Err(CdcError::DdlFailed {
                                 at,
-                                statement: crate::cdc::truncate(&sql, 500),
+                                statement: crate::model::truncate(&sql, 500),
                                 source: Box::new(source),
                             })
                         }
@@ -483,12 +484,9 @@ fn quiet(why: &str) -> bool {
 fn shown(q: &Query) -> String {
     match q.statement.kind {
         crate::source::ddl::Kind::Never(what) => format!("({what} statement)"),
-        _ => crate::cdc::truncate(&q.statement.text, 300),
+        _ => crate::model::truncate(&q.statement.text, 300),
     }
 }
-
-/// The ghosts of a job, as the state stores them.
-pub type Ghosts = BTreeMap<(String, String), super::follow::Ghost>;
 
 #[cfg(test)]
 mod tests {

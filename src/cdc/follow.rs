@@ -13,14 +13,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::db::{qualified, quote_ident};
 use crate::job::{JobSpec, Selection};
+use crate::model::{Ghost, GhostStatement, SessionContext};
 use crate::source::binlog::Query;
 use crate::source::ddl::{Kind, Name, Statement, Verb};
-use crate::source::position::BinlogPos;
-use crate::source::session::SessionContext;
 
 /// What to do for a statement, step by step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,24 +47,6 @@ impl Step {
     pub fn changes_target(&self) -> bool {
         matches!(self, Step::Run { .. } | Step::Copy { .. })
     }
-}
-
-/// An online schema change in progress: the table it rebuilds and the
-/// statements run on its shadow table, in order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ghost {
-    pub table: String,
-    pub statements: Vec<GhostStatement>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GhostStatement {
-    /// Where it was in the binlog (a replay records it once).
-    pub at: BinlogPos,
-    /// The statement with the shadow table's name replaced by the table's.
-    pub sql: String,
-    pub default_db: String,
-    pub context: SessionContext,
 }
 
 /// A table-name template (`_{table}_gho`): what comes before and after
@@ -575,7 +554,7 @@ impl Follow {
                      what it changes; apply it on the target by hand, then restart the job with \
                      [cdc] start at the position after it, or set [cdc] ddl = \"skip\" for a while",
                     if words.is_empty() { "?" } else { words },
-                    crate::cdc::truncate(&s.text, 200)
+                    crate::model::truncate(&s.text, 200)
                 ))]
             }
         }
@@ -740,7 +719,7 @@ impl Follow {
              applications), then start the job again with a new --state (a new full load), or \
              apply the change on the target by hand and restart with [cdc] start after it",
             q.end,
-            crate::cdc::truncate(&q.statement.text, 200)
+            crate::model::truncate(&q.statement.text, 200)
         ))]
     }
 }
@@ -748,6 +727,7 @@ impl Follow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::BinlogPos;
 
     fn job(tables: Option<&str>, rename: Option<&str>) -> JobSpec {
         let mut text = String::from(

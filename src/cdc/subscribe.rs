@@ -22,16 +22,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::engine::TxnEnd;
+use super::error::CdcError;
 use super::event::{self, MetaCache, Source, TableMeta};
 use super::follow::{Follow, Step};
-use super::{position, server_id, start_position, BinlogPos, CdcError, Live, Stats};
+use super::health::{Live, Stats};
+use super::start::{server_id, start_position};
 use crate::catalog::Catalog;
 use crate::db::{qualified, quote_ident, Connector};
 use crate::job::JobSpec;
+use crate::model::BinlogPos;
+use crate::model::{now_ms, Checkpoint};
 use crate::sink::{Record, Sink};
 use crate::source::binlog::{BinlogReader, Change, ChangeSource, Op, Query, Rows, Start};
 use crate::source::decode::{self as decode, Image};
-use crate::state::{now_ms, Checkpoint, Store, XaRows};
+use crate::source::position;
+use crate::state::Store;
 
 /// A batch is sent when it holds this many events (at a transaction end)
 /// or when the stream pauses.
@@ -307,7 +312,7 @@ impl<'a> Batch<'a> {
             }
             Change::XaPrepare { xid, end, gtid } => {
                 let buf = self.xa_rows.take().unwrap_or_default();
-                self.store.put_xa(job, &xid, &XaRows::from_rows(&buf))?;
+                self.store.put_xa(job, &xid, &super::xa::stash(&buf))?;
                 Some((end, gtid))
             }
             Change::XaEnd {
@@ -317,8 +322,8 @@ impl<'a> Batch<'a> {
                 gtid,
             } => {
                 if commit {
-                    let stored = super::prepared_xa(self.store, job, &xid, &end)?;
-                    for r in stored.into_rows() {
+                    let stored = super::xa::prepared_xa(self.store, job, &xid, &end)?;
+                    for r in super::xa::unstash(stored) {
                         self.rows += r.images.len() as u64;
                         self.records_of(r, Some(&end), gtid.as_deref());
                     }
@@ -512,7 +517,7 @@ async fn snapshot(
     json: &JsonColumns,
     excluded: &globset::GlobSet,
     cancel: &CancellationToken,
-    limit: &crate::full::RateLimit,
+    limit: &crate::model::RateLimit,
 ) -> Result<(BinlogPos, Option<String>), CdcError> {
     let catalog = Catalog::read(job, source).await?;
     let mut conn = source.connect().await?;

@@ -7,12 +7,13 @@ use mysql_async::consts::ColumnType;
 use mysql_async::Value;
 
 use crate::job::JobSpec;
+use crate::model::BinlogPos;
+use crate::model::Checkpoint;
+use crate::model::SessionContext;
 use crate::source::binlog::{Change, Op, Query, RowFlags, Rows, TableInfo};
 use crate::source::ddl::Statement;
 use crate::source::decode::{ColumnInfo, Image};
-use crate::source::position::BinlogPos;
-use crate::source::session::SessionContext;
-use crate::state::{Checkpoint, Store};
+use crate::state::Store;
 
 pub fn pos(p: u64) -> BinlogPos {
     BinlogPos {

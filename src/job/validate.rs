@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{RawEndpoint, RawJob, RawSelect};
-use super::*;
+use super::spec::*;
 
 /// Parses and validates the text of a job file named `file`.
 pub fn parse_job(file: &str, text: &str) -> Result<JobSpec, JobError> {

@@ -23,9 +23,11 @@ use tracing::info;
 
 use super::ddl::{Kind, Statement, XaVerb};
 use super::decode::{self, Images};
-use super::position::{self, BinlogPos};
-use super::session::{Charsets, SessionContext};
+use super::position;
+use super::session::Charsets;
 use crate::db::{Connector, DbError};
+use crate::model::BinlogPos;
+use crate::model::SessionContext;
 
 /// How often an idle source sends a heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -7,17 +7,17 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::cdc::follow::Ghost;
-use crate::job::JobSpec;
-use crate::source::position::BinlogPos;
+use crate::model::*;
 
+mod record;
 mod v2;
+
+pub use record::JobRecord;
 
 /// Format of the state file this build writes. Bump it with a migration.
 /// 2: job definitions carry `[verify]` tuning and the `[sink]` options
@@ -128,314 +128,12 @@ from_redb!(
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
-/// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Pending,
-    Prechecking,
-    PrecheckFailed,
-    Schema,
-    FullLoad,
-    CatchingUp,
-    Syncing,
-    Paused,
-    Verifying,
-    Retrying,
-    Failed,
-    Done,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Prechecking => "prechecking",
-            JobState::PrecheckFailed => "precheck_failed",
-            JobState::Schema => "schema",
-            JobState::FullLoad => "full_load",
-            JobState::CatchingUp => "catching_up",
-            JobState::Syncing => "syncing",
-            JobState::Paused => "paused",
-            JobState::Verifying => "verifying",
-            JobState::Retrying => "retrying",
-            JobState::Failed => "failed",
-            JobState::Done => "done",
-        }
-    }
-}
-
-/// A job as the state remembers it: its definition (no secrets) and state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(into = "StoredJob", try_from = "StoredJob")]
-pub struct JobRecord {
-    pub spec: JobSpec,
-    pub state: JobState,
-    /// Unix milliseconds of the last state change.
-    pub since_ms: u64,
-    pub reason: Option<String>,
-    /// Schema copied (tables, views, routines) for this job.
-    pub schema_done: bool,
-    /// The full load's tables are planned: a resumed load copies what is
-    /// left of them and never plans tables created since it began (the
-    /// CDC creates and fills those).
-    pub load_planned: bool,
-}
-
-/// A [`JobRecord`] as stored: the definition as JSON, so options added to
-/// job files later decode with their defaults.
-#[derive(Serialize, Deserialize)]
-struct StoredJob {
-    spec_json: String,
-    state: JobState,
-    since_ms: u64,
-    reason: Option<String>,
-    schema_done: bool,
-    load_planned: bool,
-}
-
-impl From<JobRecord> for StoredJob {
-    fn from(r: JobRecord) -> Self {
-        StoredJob {
-            // A JobSpec always serializes (plain data, no maps with odd keys).
-            spec_json: serde_json::to_string(&r.spec).unwrap_or_default(),
-            state: r.state,
-            since_ms: r.since_ms,
-            reason: r.reason,
-            schema_done: r.schema_done,
-            load_planned: r.load_planned,
-        }
-    }
-}
-
-impl TryFrom<StoredJob> for JobRecord {
-    type Error = serde_json::Error;
-    fn try_from(s: StoredJob) -> std::result::Result<Self, Self::Error> {
-        Ok(JobRecord {
-            spec: serde_json::from_str(&s.spec_json)?,
-            state: s.state,
-            since_ms: s.since_ms,
-            reason: s.reason,
-            schema_done: s.schema_done,
-            load_planned: s.load_planned,
-        })
-    }
-}
-
-/// A table's full-load plan: how many chunks, and whether it is finished.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TablePlan {
-    pub chunks: u32,
-    /// Chunked along no key: copied as one stream, restarted whole.
-    pub keyless: bool,
-    pub rows_estimate: u64,
-    pub done: bool,
-    /// For a keyless table of a CDC job: the binlog position of the
-    /// consistent snapshot it was copied in. CDC skips the table's changes
-    /// up to there (they are in the copy), since replaying them on a table
-    /// without a key would duplicate rows.
-    pub snapshot: Option<BinlogPos>,
-}
-
-/// One key value of a chunk boundary, as it came from the server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum KeyValue {
-    Null,
-    Int(i64),
-    UInt(u64),
-    Float(f32),
-    Double(f64),
-    Bytes(Vec<u8>),
-    /// year, month, day, hour, minute, second, microsecond
-    Date(u16, u8, u8, u8, u8, u8, u32),
-    /// negative, days, hours, minutes, seconds, microseconds
-    Time(bool, u32, u8, u8, u8, u32),
-}
-
-impl From<mysql_async::Value> for KeyValue {
-    fn from(v: mysql_async::Value) -> Self {
-        use mysql_async::Value as V;
-        match v {
-            V::NULL => KeyValue::Null,
-            V::Int(i) => KeyValue::Int(i),
-            V::UInt(u) => KeyValue::UInt(u),
-            V::Float(f) => KeyValue::Float(f),
-            V::Double(d) => KeyValue::Double(d),
-            V::Bytes(b) => KeyValue::Bytes(b),
-            V::Date(y, mo, d, h, mi, s, us) => KeyValue::Date(y, mo, d, h, mi, s, us),
-            V::Time(n, d, h, m, s, us) => KeyValue::Time(n, d, h, m, s, us),
-        }
-    }
-}
-
-impl From<&KeyValue> for mysql_async::Value {
-    fn from(v: &KeyValue) -> Self {
-        use mysql_async::Value as V;
-        match v.clone() {
-            KeyValue::Null => V::NULL,
-            KeyValue::Int(i) => V::Int(i),
-            KeyValue::UInt(u) => V::UInt(u),
-            KeyValue::Float(f) => V::Float(f),
-            KeyValue::Double(d) => V::Double(d),
-            KeyValue::Bytes(b) => V::Bytes(b),
-            KeyValue::Date(y, mo, d, h, mi, s, us) => V::Date(y, mo, d, h, mi, s, us),
-            KeyValue::Time(n, d, h, m, s, us) => V::Time(n, d, h, m, s, us),
-        }
-    }
-}
-
-/// A key range of a table: lower bound exclusive, upper bound inclusive;
-/// `None` is open-ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Chunk {
-    pub lower: Option<Vec<KeyValue>>,
-    pub upper: Option<Vec<KeyValue>>,
-    /// Committed on the target (and so never copied again).
-    pub done: bool,
-    /// Rows copied, once done.
-    pub rows: u64,
-}
-
-/// Where CDC resumes: the end of the last transaction the target
-/// committed, and the end of the hand-over window (safe mode until past it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub position: BinlogPos,
-    pub gtid: Option<String>,
-    pub unix_ms: u64,
-    pub safe_until: Option<BinlogPos>,
-}
-
-/// One point of a CDC job's history, for status and sparklines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CdcSample {
-    pub position: BinlogPos,
-    /// Seconds between the last applied event's time and now; 0 when idle.
-    pub lag_s: u64,
-    /// Bytes of binlog between the applied position and the source's head
-    /// (a lower bound when they are in different files).
-    pub lag_bytes: u64,
-    pub rows_per_s: u64,
-    pub events_per_s: u64,
-}
-
-/// An entry of a job's event log: stage changes, pauses, throttles, DDL,
-/// errors with their position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub at_ms: u64,
-    pub kind: String,
-    pub message: String,
-}
-
-/// One verification run of a job: what was compared, and what differs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VerifyRun {
-    pub started_ms: u64,
-    pub finished_ms: u64,
-    /// "count" or "checksum".
-    pub level: String,
-    /// What started it: "after_full", "every", "command".
-    pub trigger: String,
-    /// Compared while the job's CDC ran (differences rechecked after it
-    /// applied past the source position of the first look).
-    pub online: bool,
-    pub tables: Vec<VerifyTable>,
-    /// Why the run could not finish, if it could not.
-    pub error: Option<String>,
-    /// A caveat on the result (e.g. the CDC did not catch up in time).
-    pub note: Option<String>,
-    pub repair: Option<RepairSummary>,
-}
-
-impl VerifyRun {
-    /// Finished, and every table the same on both sides.
-    pub fn ok(&self) -> bool {
-        self.error.is_none() && self.tables.iter().all(VerifyTable::ok)
-    }
-}
-
-/// One table of a verification run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VerifyTable {
-    /// `db.table` on the source.
-    pub table: String,
-    /// `db.table` on the target.
-    pub target: String,
-    pub source_rows: u64,
-    pub target_rows: u64,
-    pub chunks: u64,
-    pub chunks_differing: u64,
-    /// The key columns a difference names (every column for a keyless table).
-    pub key_columns: Vec<String>,
-    pub keyless: bool,
-    /// The differences found, up to `[verify] max_diffs`.
-    pub diffs: Vec<VerifyDiff>,
-    /// More differences exist than `diffs` holds.
-    pub truncated: bool,
-    pub duration_ms: u64,
-}
-
-impl VerifyTable {
-    pub fn ok(&self) -> bool {
-        self.source_rows == self.target_rows && self.chunks_differing == 0 && self.diffs.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DiffClass {
-    /// On the source, not on the target.
-    Missing,
-    /// On the target, not on the source.
-    Extra,
-    /// On both, with different values.
-    Different,
-}
-
-impl DiffClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiffClass::Missing => "missing",
-            DiffClass::Extra => "extra",
-            DiffClass::Different => "different",
-        }
-    }
-}
-
-/// A differing row: its key (every column of a keyless table's row).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VerifyDiff {
-    pub class: DiffClass,
-    pub key: Vec<KeyValue>,
-    /// The columns whose values differ (class `Different`).
-    pub columns: Vec<String>,
-    /// Copies of this row missing or extra (keyless tables; else 1).
-    pub copies: u64,
-}
-
-/// What `--repair` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepairSummary {
-    pub file: String,
-    pub statements: u64,
-    pub applied: bool,
-    /// Rows that still differ when re-verified after applying.
-    pub still_differing: u64,
-}
-
 /// A table's full-load progress as the state holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableStatus {
     pub table: String,
     pub plan: TablePlan,
     pub rows_done: u64,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The open state dir: the redb file plus the lock that makes this process
@@ -982,7 +680,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn ghosts(&self, job: &str) -> Result<crate::cdc::Ghosts> {
+    pub fn ghosts(&self, job: &str) -> Result<crate::model::Ghosts> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(GHOSTS)?;
         let list: Vec<((String, String), Ghost)> = match t.get(job)? {
@@ -992,7 +690,7 @@ impl Store {
         Ok(list.into_iter().collect())
     }
 
-    pub fn put_ghosts(&self, job: &str, ghosts: &crate::cdc::Ghosts) -> Result<()> {
+    pub fn put_ghosts(&self, job: &str, ghosts: &crate::model::Ghosts) -> Result<()> {
         let list: Vec<(&(String, String), &Ghost)> = ghosts.iter().collect();
         let bytes = encode(&list)?;
         let tx = self.db.begin_write()?;
@@ -1027,146 +725,6 @@ impl Store {
     }
 }
 
-/// The rows of a prepared XA transaction, as the state keeps them until
-/// its outcome arrives.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct XaRows {
-    pub events: Vec<StoredRows>,
-}
-
-/// One rows event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredRows {
-    pub db: String,
-    pub table: String,
-    /// 0 insert, 1 update, 2 delete.
-    pub op: u8,
-    pub no_foreign_key_checks: bool,
-    pub relaxed_unique_checks: bool,
-    pub end: BinlogPos,
-    pub columns: [Vec<StoredColumn>; 2],
-    /// (before, after) values per row.
-    pub rows: Vec<StoredRow>,
-}
-
-/// A row's (before, after) values.
-pub type StoredRow = (Option<Vec<KeyValue>>, Option<Vec<KeyValue>>);
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredColumn {
-    pub name: String,
-    pub ty: u8,
-    pub unsigned: bool,
-    pub primary: bool,
-    pub collation: u16,
-}
-
-impl XaRows {
-    pub fn from_rows(rows: &[crate::source::binlog::Rows]) -> XaRows {
-        use crate::source::binlog::Op;
-        let events = rows
-            .iter()
-            .map(|r| {
-                let mut columns: [Vec<StoredColumn>; 2] = [Vec::new(), Vec::new()];
-                let mut out = Vec::with_capacity(r.images.len());
-                for (b, a) in &r.images {
-                    let mut side = |i: usize, im: &Option<crate::source::decode::Image>| {
-                        im.as_ref().map(|im| {
-                            if columns[i].is_empty() {
-                                columns[i] = im
-                                    .columns
-                                    .iter()
-                                    .map(|c| StoredColumn {
-                                        name: c.name.clone(),
-                                        ty: c.ty as u8,
-                                        unsigned: c.unsigned,
-                                        primary: c.primary,
-                                        collation: c.collation,
-                                    })
-                                    .collect();
-                            }
-                            im.values.iter().cloned().map(KeyValue::from).collect()
-                        })
-                    };
-                    let before = side(0, b);
-                    let after = side(1, a);
-                    out.push((before, after));
-                }
-                StoredRows {
-                    db: r.table.db.to_string(),
-                    table: r.table.name.to_string(),
-                    op: match r.op {
-                        Op::Insert => 0,
-                        Op::Update => 1,
-                        Op::Delete => 2,
-                    },
-                    no_foreign_key_checks: r.flags.no_foreign_key_checks,
-                    relaxed_unique_checks: r.flags.relaxed_unique_checks,
-                    end: r.end.clone(),
-                    columns,
-                    rows: out,
-                }
-            })
-            .collect();
-        XaRows { events }
-    }
-
-    pub fn into_rows(self) -> Vec<crate::source::binlog::Rows> {
-        use crate::source::binlog::{Op, RowFlags, Rows, TableInfo};
-        use crate::source::decode::{ColumnInfo, Image};
-        use std::sync::Arc;
-        self.events
-            .into_iter()
-            .map(|e| {
-                let cols = |c: &[StoredColumn]| -> Arc<[ColumnInfo]> {
-                    c.iter()
-                        .map(|c| ColumnInfo {
-                            name: c.name.clone(),
-                            ty: mysql_async::consts::ColumnType::try_from(c.ty)
-                                .unwrap_or(mysql_async::consts::ColumnType::MYSQL_TYPE_BLOB),
-                            unsigned: c.unsigned,
-                            primary: c.primary,
-                            collation: c.collation,
-                            set_flag: false,
-                        })
-                        .collect()
-                };
-                let (before, after) = (cols(&e.columns[0]), cols(&e.columns[1]));
-                let image = |columns: &Arc<[ColumnInfo]>, v: Option<Vec<KeyValue>>| {
-                    v.map(|v| Image {
-                        columns: columns.clone(),
-                        values: v.iter().map(mysql_async::Value::from).collect(),
-                    })
-                };
-                Rows {
-                    table: Arc::new(TableInfo {
-                        db: Arc::from(e.db.as_str()),
-                        name: Arc::from(e.table.as_str()),
-                        ..Default::default()
-                    }),
-                    op: match e.op {
-                        0 => Op::Insert,
-                        1 => Op::Update,
-                        _ => Op::Delete,
-                    },
-                    images: e
-                        .rows
-                        .into_iter()
-                        .map(|(b, a)| (image(&before, b), image(&after, a)))
-                        .collect(),
-                    flags: RowFlags {
-                        no_foreign_key_checks: e.no_foreign_key_checks,
-                        relaxed_unique_checks: e.relaxed_unique_checks,
-                    },
-                    end: e.end,
-                    timestamp: 0,
-                    server_id: 0,
-                }
-            })
-            .collect()
-    }
-}
-
 /// Format 2 → 3: job records re-encoded with the definition as JSON.
 fn migrate_v2(tx: &redb::WriteTransaction, path: &Path) -> Result<()> {
     let mut jobs = tx.open_table(JOBS)?;
@@ -1198,6 +756,206 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// One value of each type the state file stores, encoded. A change of
+    /// any of these bytes is a change of the state format: bump
+    /// `FORMAT_VERSION`, freeze the old types in a `vN` module with a
+    /// migration (as `v2`), add a fixture under `testdata/upgrade/`, and
+    /// only then update the bytes here.
+    fn pinned() -> Vec<(&'static str, Vec<u8>)> {
+        let pos = |p| BinlogPos {
+            file: "binlog.000007".into(),
+            pos: p,
+        };
+        let key = vec![
+            KeyValue::Null,
+            KeyValue::Int(-5),
+            KeyValue::UInt(7),
+            KeyValue::Float(1.5),
+            KeyValue::Double(-2.25),
+            KeyValue::Bytes(b"ab".to_vec()),
+            KeyValue::Date(2026, 12, 2, 1, 2, 3, 456),
+            KeyValue::Time(true, 1, 2, 3, 4, 5),
+        ];
+        let context = SessionContext {
+            timestamp: 1_700_000_000,
+            micros: Some(12),
+            flags2: Some(0x4000),
+            sql_mode: Some(0x20_0000),
+            auto_increment: Some((2, 1)),
+            charset: Some((45, 45, 224)),
+            time_zone: Some("+02:00".into()),
+            lc_time_names: Some(0),
+            explicit_defaults_for_timestamp: None,
+            mariadb: true,
+        };
+        let mut ghosts = Ghosts::new();
+        ghosts.insert(
+            ("shop".into(), "_t_gho".into()),
+            Ghost {
+                table: "t".into(),
+                statements: vec![GhostStatement {
+                    at: pos(99),
+                    sql: "ALTER TABLE t ADD c INT".into(),
+                    default_db: "shop".into(),
+                    context,
+                }],
+            },
+        );
+        vec![
+            (
+                "jobs-1",
+                enc(&record::StoredJob {
+                    spec_json: "{}".into(),
+                    state: JobState::Syncing,
+                    since_ms: 1,
+                    reason: Some("r".into()),
+                    schema_done: true,
+                    load_planned: false,
+                }),
+            ),
+            (
+                "full-tables-1",
+                enc(&TablePlan {
+                    chunks: 3,
+                    keyless: false,
+                    rows_estimate: 1000,
+                    done: true,
+                    snapshot: Some(pos(4)),
+                }),
+            ),
+            (
+                "full-chunks-1",
+                enc(&Chunk {
+                    lower: None,
+                    upper: Some(key.clone()),
+                    done: true,
+                    rows: 12,
+                }),
+            ),
+            (
+                "checkpoints-1",
+                enc(&Checkpoint {
+                    position: pos(1234),
+                    gtid: Some("0-1-5".into()),
+                    unix_ms: 2,
+                    safe_until: Some(pos(2000)),
+                }),
+            ),
+            (
+                "cdc-stats-1",
+                enc(&CdcSample {
+                    position: pos(5),
+                    lag_s: 1,
+                    lag_bytes: 2,
+                    rows_per_s: 3,
+                    events_per_s: 4,
+                }),
+            ),
+            (
+                "events-1",
+                enc(&Event {
+                    at_ms: 9,
+                    kind: "ddl".into(),
+                    message: "m".into(),
+                }),
+            ),
+            (
+                "verify-1",
+                enc(&VerifyRun {
+                    started_ms: 1,
+                    finished_ms: 2,
+                    level: "checksum".into(),
+                    trigger: "command".into(),
+                    online: true,
+                    tables: vec![VerifyTable {
+                        table: "a.t".into(),
+                        target: "b.t".into(),
+                        source_rows: 10,
+                        target_rows: 9,
+                        chunks: 1,
+                        chunks_differing: 1,
+                        key_columns: vec!["id".into()],
+                        keyless: false,
+                        diffs: vec![VerifyDiff {
+                            class: DiffClass::Missing,
+                            key: vec![KeyValue::Int(3)],
+                            columns: vec!["v".into()],
+                            copies: 1,
+                        }],
+                        truncated: false,
+                        duration_ms: 5,
+                    }],
+                    error: None,
+                    note: Some("n".into()),
+                    repair: Some(RepairSummary {
+                        file: "f.sql".into(),
+                        statements: 1,
+                        applied: true,
+                        still_differing: 0,
+                    }),
+                }),
+            ),
+            (
+                "xa-1",
+                enc(&XaRows {
+                    events: vec![StoredRows {
+                        db: "d".into(),
+                        table: "t".into(),
+                        op: 1,
+                        no_foreign_key_checks: true,
+                        relaxed_unique_checks: false,
+                        end: pos(77),
+                        columns: [
+                            vec![StoredColumn {
+                                name: "id".into(),
+                                ty: 3,
+                                unsigned: false,
+                                primary: true,
+                                collation: 63,
+                            }],
+                            Vec::new(),
+                        ],
+                        rows: vec![(Some(key), None)],
+                    }],
+                }),
+            ),
+            ("ghosts-1", enc(&ghosts.into_iter().collect::<Vec<_>>())),
+            ("ddl-pending-1", enc(&pos(8))),
+        ]
+    }
+
+    fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_stdvec(v).expect("encodes")
+    }
+
+    #[test]
+    fn stored_encodings_are_pinned() {
+        let expected: &[(&str, &str)] = &[
+            ("jobs-1", "027b7d06010101720100"),
+            ("full-tables-1", "0300e80701010d62696e6c6f672e30303030303704"),
+            ("full-chunks-1", "0001080001090207030000c03f0400000000000002c00502616206ea0f0c02010203c80307010102030405010c"),
+            ("checkpoints-1", "0d62696e6c6f672e303030303037d2090105302d312d3502010d62696e6c6f672e303030303037d00f"),
+            ("cdc-stats-1", "0d62696e6c6f672e3030303030370501020304"),
+            ("events-1", "090364646c016d"),
+            ("verify-1", "010208636865636b73756d07636f6d6d616e64010103612e7403622e740a090101010269640001000101060101760100050001016e0105662e73716c010100"),
+            ("xa-1", "01016401740101000d62696e6c6f672e3030303030374d010269640300013f000101080001090207030000c03f0400000000000002c00502616206ea0f0c02010203c8030701010203040500"),
+            ("ghosts-1", "010473686f70065f745f67686f0174010d62696e6c6f672e3030303030376317414c544552205441424c45207420414444206320494e540473686f7080e2cfaa06010c018080010180808001010201012d2de00101062b30323a303001000001"),
+            ("ddl-pending-1", "0d62696e6c6f672e30303030303708"),
+        ];
+        let got: Vec<(&str, String)> = pinned().into_iter().map(|(t, b)| (t, hex(&b))).collect();
+        assert_eq!(
+            got.iter()
+                .map(|(t, h)| (*t, h.as_str()))
+                .collect::<Vec<_>>(),
+            expected,
+            "a stored type changed: see `pinned`"
+        );
+    }
 
     #[test]
     fn the_event_log_is_bounded_per_job() {

@@ -23,9 +23,9 @@ pub struct JobRecord {
     schema_done: bool,
 }
 
-impl From<JobRecord> for super::JobRecord {
+impl From<JobRecord> for super::record::JobRecord {
     fn from(r: JobRecord) -> Self {
-        super::JobRecord {
+        super::record::JobRecord {
             spec: r.spec.into(),
             state: r.state.into(),
             since_ms: r.since_ms,
@@ -54,9 +54,9 @@ enum JobState {
     Done,
 }
 
-impl From<JobState> for super::JobState {
+impl From<JobState> for crate::model::JobState {
     fn from(s: JobState) -> Self {
-        use super::JobState as J;
+        use crate::model::JobState as J;
         match s {
             JobState::Pending => J::Pending,
             JobState::Prechecking => J::Prechecking,
@@ -420,7 +420,7 @@ mod tests {
         }
         let s = Store::open(dir.path()).expect("migrated");
         let rec = s.job("shop").unwrap().expect("the job survives");
-        assert_eq!(rec.state, crate::state::JobState::Syncing);
+        assert_eq!(rec.state, crate::model::JobState::Syncing);
         assert!(rec.schema_done);
         assert_eq!(rec.spec.full.threads, 3);
         assert_eq!(rec.spec.cdc.ddl, job::DdlPolicy::Stop);

@@ -28,14 +28,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::catalog::{Catalog, Column, ColumnKind, Table};
-use crate::cdc::position;
-use crate::cdc::BinlogPos;
 use crate::db::{qualified, quote_ident, Connector, DbError};
-use crate::full::{key_bounds, range_condition, RateLimit};
+use crate::full::{key_bounds, range_condition};
 use crate::job::{JobSpec, VerifyLevel};
-use crate::state::{
-    now_ms, DiffClass, KeyValue, StateError, Store, VerifyDiff, VerifyRun, VerifyTable,
-};
+use crate::model::BinlogPos;
+use crate::model::RateLimit;
+use crate::model::{now_ms, DiffClass, KeyValue, VerifyDiff, VerifyRun, VerifyTable};
+use crate::source::position;
+use crate::state::{StateError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

@@ -18,8 +18,8 @@ use mysql_async::Value;
 use super::{fetch, Side, TableSql, Verifier, VerifyError, Worker};
 use crate::catalog::Catalog;
 use crate::db::{quote_ident, SESSION_SQL_MODE};
+use crate::model::{DiffClass, KeyValue, RepairSummary, VerifyDiff, VerifyRun};
 use crate::sql::push_literal;
-use crate::state::{DiffClass, KeyValue, RepairSummary, VerifyDiff, VerifyRun};
 
 impl Verifier {
     /// Writes the repair statements of `run` to `file`; with `apply`, runs

@@ -1,0 +1,19 @@
+//! Wall-clock time as the state and the events record it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Unix milliseconds now (0 on a clock before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `s` cut to `n` characters, with `...` when cut (for messages).
+pub fn truncate(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
