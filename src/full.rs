@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{ColumnKind, Table};
 use crate::db::{self, qualified, quote_ident, Connector, DbError};
 use crate::job::{ExistingRows, JobSpec};
-use crate::model::RateLimit;
+use crate::model::{RateLimit, TableProgress};
 use crate::model::{Chunk, KeyValue, TablePlan};
 use crate::sql;
 use crate::state::{StateError, Store};
@@ -53,33 +53,6 @@ impl FullError {
 }
 
 type Result<T, E = FullError> = std::result::Result<T, E>;
-
-/// Live progress of one table, shared with whoever reports it.
-#[derive(Debug)]
-pub struct TableProgress {
-    pub table: String,
-    pub rows_estimate: AtomicU64,
-    pub rows_done: AtomicU64,
-    pub chunks_total: u32,
-    pub chunks_done: AtomicU64,
-    pub done: AtomicBool,
-    /// Unix ms of the first chunk of this run, 0 before.
-    pub started_ms: AtomicU64,
-    /// Unix ms when the last chunk committed, 0 before.
-    pub finished_ms: AtomicU64,
-    /// Rows done before this run (a resume), excluded from rates.
-    pub rows_before: u64,
-}
-
-impl TableProgress {
-    /// Back to nothing copied (the table is copied again).
-    fn reset(&self) {
-        self.rows_done.store(0, Ordering::Relaxed);
-        self.chunks_done.store(0, Ordering::Relaxed);
-        self.done.store(false, Ordering::Relaxed);
-        self.finished_ms.store(0, Ordering::Relaxed);
-    }
-}
 
 /// What a load needs from its caller.
 pub struct Load<'a> {

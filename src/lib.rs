@@ -10,6 +10,7 @@ pub mod full;
 pub mod job;
 pub mod metrics;
 pub mod model;
+pub mod observe;
 pub mod progress;
 pub mod runner;
 pub mod schema;

@@ -21,7 +21,8 @@ use crate::db::{Connector, Role};
 use crate::full::{self, FullError, Load};
 use crate::job::{CdcStart, JobSpec, Mode, VerifyLevel};
 use crate::model::RateLimit;
-use crate::model::{now_ms, JobState, VerifyRun};
+use crate::model::{now_ms, JobState, TableProgress, VerifyRun};
+use crate::observe::Observer;
 use crate::progress;
 use crate::schema::{self, SchemaError};
 use crate::state::{JobRecord, StateError, Store};
@@ -81,6 +82,8 @@ pub enum Outcome {
 /// the signal handler.
 pub struct JobControl {
     pub name: String,
+    /// Who is told what happens (the binary's terminal, or nobody).
+    pub observer: Arc<dyn Observer>,
     paused: watch::Sender<bool>,
     /// The running attempt; pausing cancels it (a graceful stop at a
     /// committed boundary) and resuming starts the next one.
@@ -88,7 +91,7 @@ pub struct JobControl {
     /// Rows per second for the full load and the CDC apply; changeable live.
     pub limit: Arc<RateLimit>,
     /// Full-load progress of the running attempt.
-    pub progress: Mutex<Vec<Arc<full::TableProgress>>>,
+    pub progress: Mutex<Vec<Arc<TableProgress>>>,
     pub retries: AtomicU32,
     /// Its task has ended.
     pub finished: std::sync::atomic::AtomicBool,
@@ -112,9 +115,10 @@ pub struct JobControl {
 }
 
 impl JobControl {
-    pub fn new(store: Arc<Store>, job: &JobSpec) -> Arc<JobControl> {
+    pub fn new(store: Arc<Store>, job: &JobSpec, observer: Arc<dyn Observer>) -> Arc<JobControl> {
         Arc::new(JobControl {
             name: job.name.clone(),
+            observer,
             paused: watch::Sender::new(false),
             attempt: Mutex::new(CancellationToken::new()),
             limit: Arc::new(RateLimit::new(job.full.rows_per_sec)),
@@ -206,6 +210,7 @@ pub struct RunningJob {
 /// The runner's jobs and their controls.
 pub struct Runner {
     pub store: Arc<Store>,
+    pub observer: Arc<dyn Observer>,
     pub started_ms: u64,
     pub cancel: CancellationToken,
     pub jobs: Mutex<BTreeMap<String, RunningJob>>,
@@ -214,9 +219,14 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(store: Arc<Store>, cancel: CancellationToken) -> Arc<Runner> {
+    pub fn new(
+        store: Arc<Store>,
+        cancel: CancellationToken,
+        observer: Arc<dyn Observer>,
+    ) -> Arc<Runner> {
         Arc::new(Runner {
             store,
+            observer,
             started_ms: now_ms(),
             cancel,
             jobs: Mutex::new(BTreeMap::new()),
@@ -226,7 +236,7 @@ impl Runner {
 
     /// Starts a job in its own task.
     pub fn start(&self, job: JobSpec, file: Option<PathBuf>) {
-        let control = JobControl::new(self.store.clone(), &job);
+        let control = JobControl::new(self.store.clone(), &job, self.observer.clone());
         let cancel = self.cancel.child_token();
         let span = tracing::info_span!("job", name = %job.name);
         let task = {
@@ -339,19 +349,6 @@ impl Runner {
     }
 }
 
-/// Runs `jobs` concurrently until each is done, failed, or `cancel` fires.
-pub async fn run(
-    store: Arc<Store>,
-    jobs: Vec<JobSpec>,
-    cancel: CancellationToken,
-) -> Vec<(String, Outcome)> {
-    let runner = Runner::new(store, cancel);
-    for job in jobs {
-        runner.start(job, None);
-    }
-    runner.wait().await
-}
-
 /// An attempt that lasted this long before failing is not part of the
 /// same outage as earlier failures.
 const HEALTHY_ATTEMPT: Duration = Duration::from_secs(120);
@@ -395,14 +392,14 @@ async fn run_job(
     loop {
         if *paused.borrow_and_update() {
             let _ = control.set_state(JobState::Paused, None);
-            progress::say(format!("{}: paused", job.name));
+            control.observer.say(&job.name, "paused");
             let watch_retention = cdc::watch_retention(&job, store, &control.source_info);
             tokio::select! {
                 _ = paused.wait_for(|p| !*p) => {}
                 _ = watch_retention => {}
                 _ = cancel.cancelled() => return Outcome::Stopped,
             }
-            progress::say(format!("{}: resumed", job.name));
+            control.observer.say(&job.name, "resumed");
             continue;
         }
         let attempt_cancel = cancel.child_token();
@@ -445,11 +442,10 @@ async fn run_job(
                 // A retry checks again what may have broken.
                 control.prechecked.store(false, Ordering::Relaxed);
                 warn!(error = %e, "retrying in {backoff:?}");
-                progress::say(format!(
-                    "{}: {e}; retrying in {}",
-                    job.name,
-                    humantime::format_duration(backoff)
-                ));
+                control.observer.say(
+                    &job.name,
+                    &format!("{e}; retrying in {}", humantime::format_duration(backoff)),
+                );
                 control.retries.fetch_add(1, Ordering::Relaxed);
                 let _ = control.set_state(JobState::Retrying, Some(e.to_string()));
                 tokio::select! {
@@ -543,6 +539,7 @@ async fn run_stages(
             stop_at: control.cutover_at.subscribe(),
             source: &control.source_info,
             caught_up: &control.caught_up,
+            observer: control.observer.as_ref(),
         };
         let result = cdc::subscribe::run(
             job,
@@ -617,8 +614,8 @@ async fn run_stages(
         store.update_job(&job.name, |j| j.load_planned = true)?;
         *lock(&control.progress) = progress.clone();
         let stop_report = CancellationToken::new();
-        let reporter = tokio::spawn(progress::report(
-            job.name.clone(),
+        let reporter = tokio::spawn(control.observer.full_load(
+            &job.name,
             progress.clone(),
             stop_report.clone(),
         ));
@@ -626,9 +623,9 @@ async fn run_stages(
         stop_report.cancel();
         let _ = reporter.await;
         result?;
-        let summary = progress::summary(&job.name, &progress, started);
+        let summary = progress::summary(&progress, started);
         info!("{summary}");
-        progress::say(&summary);
+        control.observer.say(&job.name, &summary);
     } else if !planned {
         store.update_job(&job.name, |j| j.load_planned = true)?;
     }
@@ -641,15 +638,15 @@ async fn run_stages(
             cdc::record_handover_end(job, source, store).await?;
         }
         control.set_state(JobState::Syncing, None)?;
-        progress::say(format!(
-            "{}: streaming changes (SIGINT/SIGTERM stops)",
-            job.name
-        ));
+        control
+            .observer
+            .say(&job.name, "streaming changes (SIGINT/SIGTERM stops)");
         let live = cdc::Live {
             limit: &control.limit,
             stop_at: control.cutover_at.subscribe(),
             source: &control.source_info,
             caught_up: &control.caught_up,
+            observer: control.observer.as_ref(),
         };
         let result = tokio::select! {
             r = cdc::run(job, source, &target, store, cancel.child_token(), live) => r,
@@ -723,7 +720,12 @@ pub async fn verify_job(
         }
     }
     event("verify", &format!("verify ({}) started", opts.trigger));
-    progress::say(format!("{}: verifying ({})", job.name, opts.trigger));
+    let say = |line: &str| {
+        if let Some(c) = control {
+            c.observer.say(&job.name, line);
+        }
+    };
+    say(&format!("verifying ({})", opts.trigger));
     let mut run = match verifier.run(opts).await {
         Ok(r) => r,
         Err(e) => {
@@ -733,7 +735,7 @@ pub async fn verify_job(
     };
     let line = verify::summary(&run);
     event(if run.ok() { "verify" } else { "error" }, &line);
-    progress::say(format!("{}: {line}", job.name));
+    say(&line);
     if let Some((file, apply)) = repair {
         let r = verifier.repair(&mut run, &file, apply).await?;
         event(

@@ -29,6 +29,8 @@ pub struct Live<'a> {
     /// Set to the position up to which everything read has been applied,
     /// whenever nothing is in flight.
     pub caught_up: &'a watch::Sender<Option<BinlogPos>>,
+    /// Told what the stage does.
+    pub observer: &'a dyn crate::observe::Observer,
 }
 
 /// The source's binlogs as last seen, for status.

@@ -156,10 +156,13 @@ pub async fn run(
         },
     )
     .await?;
-    crate::progress::say(format!(
-        "{}: streaming changes to {} from {start} (SIGINT/SIGTERM stops)",
-        job.name, out.what
-    ));
+    live.observer.say(
+        &job.name,
+        &format!(
+            "streaming changes to {} from {start} (SIGINT/SIGTERM stops)",
+            out.what
+        ),
+    );
     let mut batch = Batch::new(job, store, json, cp.gtid.clone())?;
     let mut stats = Stats::new(store, job, source, live.source);
     loop {

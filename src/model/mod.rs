@@ -6,6 +6,7 @@
 mod clock;
 mod ghost;
 mod position;
+mod progress;
 mod rate;
 mod session;
 mod state;
@@ -14,6 +15,7 @@ mod xa;
 pub use clock::{now_ms, truncate};
 pub use ghost::{Ghost, GhostStatement, Ghosts};
 pub use position::BinlogPos;
+pub use progress::TableProgress;
 pub use rate::RateLimit;
 pub use session::SessionContext;
 pub use state::*;

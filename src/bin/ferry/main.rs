@@ -1,6 +1,8 @@
 //! The `ferry` command line. Exit codes: 0 success, 1 a check or job
 //! failed, 2 a usage or job-file error.
 
+mod terminal;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -382,7 +384,6 @@ async fn verify_cmd(
                 })?;
             }
             eprintln!("verifying {name} (no runner runs it: offline)...");
-            ferry::progress::set_quiet(true);
             let run = ferry::runner::verify_job(
                 &store,
                 &spec,
@@ -552,7 +553,8 @@ async fn run_cmd(
     console: bool,
 ) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
-    let runner = Runner::new(store, cancel.clone());
+    let terminal = Arc::new(terminal::Terminal::default());
+    let runner = Runner::new(store, cancel.clone(), terminal.clone());
     if let Some(addr) = metrics {
         if let Err(e) = ferry::metrics::serve(runner.clone(), addr) {
             eprintln!("ferry: {e}");
@@ -567,12 +569,13 @@ async fn run_cmd(
     let mut console_task = None;
     if console {
         // The console owns the terminal: job lines go to the log only.
-        ferry::progress::set_quiet(true);
+        terminal.set_quiet(true);
         let socket = control::socket_path(runner.store.dir());
         let runner = runner.clone();
+        let terminal = terminal.clone();
         console_task = Some(tokio::spawn(async move {
             let exit = ferry_tui::console::run(socket, true).await;
-            ferry::progress::set_quiet(false);
+            terminal.set_quiet(false);
             match exit {
                 Ok(ferry_tui::console::Exit::StopRunner) => {
                     eprintln!("ferry: stopping the jobs");
