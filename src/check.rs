@@ -278,12 +278,13 @@ impl Grants {
 /// SQL LIKE with `%`, `_` and backslash escapes, as in grant tables.
 fn like_match(pattern: &str, s: &str) -> bool {
     fn go(p: &[char], s: &[char]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some('%') => (0..=s.len()).any(|i| go(&p[1..], &s[i..])),
-            Some('_') => !s.is_empty() && go(&p[1..], &s[1..]),
-            Some('\\') if p.len() > 1 => s.first() == Some(&p[1]) && go(&p[2..], &s[1..]),
-            Some(c) => s.first() == Some(c) && go(&p[1..], &s[1..]),
+        match p {
+            [] => s.is_empty(),
+            ['%', rest @ ..] => (0..=s.len()).any(|i| s.get(i..).is_some_and(|t| go(rest, t))),
+            ['_', rest @ ..] => matches!(s, [_, t @ ..] if go(rest, t)),
+            ['\\', c, rest @ ..] | [c, rest @ ..] => {
+                matches!(s, [h, t @ ..] if h == c && go(rest, t))
+            }
         }
     }
     let p: Vec<char> = pattern.chars().collect();

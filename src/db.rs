@@ -64,6 +64,13 @@ pub enum DbError {
         context: String,
         source: mysql_async::Error,
     },
+    /// The server answered, but not with what Ferry needs: what it was,
+    /// and what to do.
+    #[error("{role}: {what}")]
+    Unexpected { role: &'static str, what: String },
+    /// A session was lost in the middle of work (the job retries).
+    #[error("{role}: {context}: the connection was lost")]
+    Lost { role: &'static str, context: String },
 }
 
 impl DbError {
@@ -72,6 +79,7 @@ impl DbError {
     pub fn is_retryable(&self) -> bool {
         let e = match self {
             DbError::Connect { source, .. } | DbError::Query { source, .. } => source,
+            DbError::Lost { .. } => return true,
             _ => return false,
         };
         match e {

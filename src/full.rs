@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{ColumnKind, Table};
 use crate::db::{self, qualified, quote_ident, Connector, DbError};
 use crate::job::{ExistingRows, JobSpec};
-use crate::model::{RateLimit, TableProgress};
 use crate::model::{Chunk, KeyValue, TablePlan};
+use crate::model::{RateLimit, TableProgress};
 use crate::sql;
 use crate::state::{StateError, Store};
 
@@ -42,6 +42,16 @@ pub enum FullError {
     },
     #[error("the target changed values of {table} while loading them: {warnings}")]
     LoadWarnings { table: String, warnings: String },
+    #[error(
+        "the chunk key of {table} has {now} column(s) now, its load was planned on \
+         {planned}: the copied chunks cannot be told from the rest; run the job again \
+         under a new name or --state dir to copy it afresh"
+    )]
+    KeyChanged {
+        table: String,
+        planned: usize,
+        now: usize,
+    },
     #[error("stopped")]
     Cancelled,
 }
@@ -146,6 +156,17 @@ pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
             }
         };
         let chunks = load.store.chunks(&load.job.name, &id)?;
+        let width = t.key.as_ref().map_or(0, |k| k.columns.len());
+        let bounds = chunks
+            .iter()
+            .flat_map(|c| c.lower.iter().chain(c.upper.iter()));
+        if let Some(b) = bounds.into_iter().find(|b| b.len() != width) {
+            return Err(FullError::KeyChanged {
+                table: id,
+                planned: b.len(),
+                now: width,
+            });
+        }
         let before: u64 = chunks.iter().filter(|c| c.done).map(|c| c.rows).sum();
         let done = chunks.iter().filter(|c| c.done).count() as u64;
         out.push(Arc::new(TableProgress {
@@ -263,14 +284,15 @@ pub(crate) fn range_condition(
     for (bound, strict, inclusive_last) in [(lower, ">", false), (upper, "<", true)] {
         let Some(vals) = bound else { continue };
         let mut ors = Vec::new();
-        for i in 0..cols.len() {
+        // A bound is as wide as the key (`plan` refuses chunks of another).
+        for (i, (col, val)) in cols.iter().zip(vals).enumerate() {
             let mut ands: Vec<String> = Vec::new();
-            for (c, v) in cols[..i].iter().zip(vals) {
+            for (c, v) in cols.iter().zip(vals).take(i) {
                 ands.push(format!("{} = ?", quote_ident(c)));
                 params.push(Value::from(v));
             }
-            ands.push(format!("{} {strict} ?", quote_ident(&cols[i])));
-            params.push(Value::from(&vals[i]));
+            ands.push(format!("{} {strict} ?", quote_ident(col)));
+            params.push(Value::from(val));
             ors.push(format!("({})", ands.join(" AND ")));
         }
         if inclusive_last {
@@ -308,7 +330,7 @@ pub async fn run(load: &Load<'_>, progress: &[Arc<TableProgress>]) -> Result<()>
     for members in groups_of(load).await? {
         let tables: Vec<(&Table, Arc<TableProgress>)> = members
             .iter()
-            .map(|&i| (&load.tables[i], progress[i].clone()))
+            .filter_map(|&i| Some((load.tables.get(i)?, progress.get(i)?.clone())))
             .collect();
         if tables.iter().all(|(_, p)| p.done.load(Ordering::Relaxed)) {
             continue;
@@ -567,7 +589,7 @@ async fn copy_group(
     src.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await
         .map_err(load.source.query_err("opening a consistent snapshot"))?;
-    let snapshot = snapshot_position(load.source, &mut src).await?;
+    let snapshot = crate::source::position::snapshot(load.source, &mut src).await?;
     if dst.is_none() {
         *dst = Some(load.target.connect().await?);
     }
@@ -750,38 +772,6 @@ async fn copy_chunk(
     Ok(())
 }
 
-/// Opens a consistent snapshot on `src` and returns the binlog position it
-/// corresponds to (MariaDB's `binlog_snapshot_file/position`); `None` on a
-/// server that does not report one (MySQL): the hand-over's safe mode then
-/// covers the difference.
-async fn snapshot_position(
-    source: &Connector,
-    src: &mut Conn,
-) -> Result<Option<crate::model::BinlogPos>> {
-    let err = || source.query_err("opening a consistent snapshot");
-    src.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        .await
-        .map_err(err())?;
-    let rows: Vec<(String, String)> = src
-        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        .await
-        .map_err(err())?;
-    let get = |name: &str| {
-        rows.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    Ok(
-        match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-            (Some(file), Some(pos)) if !file.is_empty() => Some(crate::model::BinlogPos {
-                file,
-                pos: pos.parse().unwrap_or(0),
-            }),
-            _ => None,
-        },
-    )
-}
-
 /// Copies one table whole, now, in one consistent snapshot: its schema
 /// (`SHOW CREATE TABLE`, renamed) replaces whatever the target had under
 /// that name, then its rows. Returns the snapshot's binlog position: the
@@ -811,15 +801,16 @@ pub async fn copy_table_now(
     src.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await
         .map_err(source.query_err("opening a consistent snapshot"))?;
-    let pos = snapshot_position(source, &mut src).await?.ok_or_else(|| {
-        FullError::Db(DbError::Query {
-            role: "source",
-            context: "the source reports no binlog_snapshot_file/position (MariaDB has them); \
-                      copying a table that enters the selection during CDC needs them"
-                .into(),
-            source: mysql_async::Error::Other("no binlog snapshot position".into()),
-        })
-    })?;
+    let pos = crate::source::position::snapshot(source, &mut src)
+        .await?
+        .ok_or_else(|| {
+            FullError::Db(DbError::Unexpected {
+                role: "source",
+                what: "the source reports no binlog_snapshot_file/position (MariaDB has them); \
+                   copying a table that enters the selection during CDC needs them"
+                    .into(),
+            })
+        })?;
     let mut dst = target.connect().await?;
     // The first read holds the table's metadata lock until the snapshot
     // ends, so no DDL changes it while it is copied (one that came between
@@ -847,10 +838,9 @@ pub async fn copy_table_now(
     let t = crate::catalog::Catalog::read_table(&mut src, source, db, table, target_db)
         .await?
         .ok_or_else(|| {
-            FullError::Db(DbError::Query {
+            FullError::Db(DbError::Unexpected {
                 role: "source",
-                context: format!("{name} has no columns"),
-                source: mysql_async::Error::Other("table not found".into()),
+                what: format!("{name} has no columns (was it dropped meanwhile?)"),
             })
         })?;
     for sql in [
@@ -962,20 +952,20 @@ async fn read_chunk(
                     buf.push(b',');
                 }
                 buf.push(b'(');
-                for (i, v) in values.iter().enumerate() {
+                for (i, (v, k)) in values.iter().zip(&t.kinds).enumerate() {
                     if i > 0 {
                         buf.push(b',');
                     }
-                    sql::push_insert_value(&mut buf, v, t.kinds[i]);
+                    sql::push_insert_value(&mut buf, v, *k);
                 }
                 buf.push(b')');
             }
             WriteMethod::LoadData => {
-                for (i, v) in values.iter().enumerate() {
+                for (i, (v, k)) in values.iter().zip(&t.kinds).enumerate() {
                     if i > 0 {
                         buf.push(b'\t');
                     }
-                    sql::push_tsv_field(&mut buf, v, t.kinds[i]);
+                    sql::push_tsv_field(&mut buf, v, *k);
                 }
                 buf.push(b'\n');
             }
@@ -986,7 +976,7 @@ async fn read_chunk(
             // This row does not fit: send the rows before it, and start the
             // next batch with it (alone it must fit).
             let skip = usize::from(t.method == WriteMethod::Insert && in_batch > 1);
-            let row_bytes = buf[row_start + skip..].to_vec();
+            let row_bytes = buf.get(row_start + skip..).unwrap_or_default().to_vec();
             if t.batch_prefix.len() + row_bytes.len() > limit {
                 let size = t.batch_prefix.len() + row_bytes.len();
                 return Err(FullError::RowTooLarge {

@@ -1,5 +1,22 @@
 //! Ferry's engine: job files, the state store, precheck, schema copy and the
 //! parallel, resumable full load. The `ferry` binary is a thin shell over it.
+//!
+//! Data from servers and the state file never panics the engine: every
+//! unexpected shape is a typed error saying what to do. The lints below
+//! hold that line outside tests; the engine never prints either (see
+//! [`observe`]).
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::print_stdout,
+        clippy::print_stderr
+    )
+)]
 
 pub mod catalog;
 pub mod cdc;

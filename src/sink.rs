@@ -360,7 +360,10 @@ impl Kafka {
                     .map_err(|e| self.down(format!("topic {topic}: {e}")))?;
                 self.producers.insert(key.clone(), pc);
             }
-            let pc = &self.producers[&key];
+            let pc = self
+                .producers
+                .get(&key)
+                .ok_or_else(|| self.down(format!("topic {topic}: no partition client")))?;
             // Bounded requests: a broker refuses very large ones.
             let mut rest = batch;
             while !rest.is_empty() {

@@ -124,12 +124,12 @@ fn push_escaped(buf: &mut Vec<u8>, b: &[u8], escape: impl Fn(u8) -> Option<&'sta
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
         if let Some(esc) = escape(c) {
-            buf.extend_from_slice(&b[start..i]);
+            buf.extend_from_slice(b.get(start..i).unwrap_or_default());
             buf.extend_from_slice(esc);
             start = i + 1;
         }
     }
-    buf.extend_from_slice(&b[start..]);
+    buf.extend_from_slice(b.get(start..).unwrap_or_default());
 }
 
 /// Appends `b` as uppercase hex digits.
@@ -137,8 +137,9 @@ fn push_hex_digits(buf: &mut Vec<u8>, b: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     buf.reserve(b.len() * 2);
     for &c in b {
-        buf.push(HEX[(c >> 4) as usize]);
-        buf.push(HEX[(c & 15) as usize]);
+        // Both halves are below 16.
+        #[allow(clippy::indexing_slicing)]
+        buf.extend_from_slice(&[HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
     }
 }
 

@@ -649,16 +649,17 @@ impl Applier {
             if let (Some(b), Some(a)) = (&before, &after) {
                 let to = self.lane_of(route, &t, a);
                 if op == Op::Update && to != lane {
-                    per_lane[lane].push((Some(b.clone()), None));
-                    per_lane[to].push((None, Some(a.clone())));
+                    push(&mut per_lane, lane, (Some(b.clone()), None));
+                    push(&mut per_lane, to, (None, Some(a.clone())));
                     continue;
                 }
             }
-            per_lane[lane].push((before, after));
+            push(&mut per_lane, lane, (before, after));
         }
         let checks = (!flags.no_foreign_key_checks, !flags.relaxed_unique_checks);
         for (i, rows) in per_lane.into_iter().enumerate() {
-            if rows.is_empty() || self.lanes[i].skip_until.as_ref().is_some_and(|s| at <= s) {
+            let skip = |l: &Lane| l.skip_until.as_ref().is_some_and(|s| at <= s);
+            if rows.is_empty() || self.lanes.get(i).is_none_or(skip) {
                 continue;
             }
             self.lane_rows(i, &t, &generated, rows, safe, checks, at)
@@ -761,7 +762,9 @@ impl Applier {
                 statements.push(Stmt::Plain(sql));
             }
         }
-        let lane = &mut self.lanes[i];
+        let Some(lane) = self.lanes.get_mut(i) else {
+            return Ok(()); // lanes are never removed: `i` came from them
+        };
         lane.at = at.to_string();
         let apply_err = |source: DbError| CdcError::Apply {
             at: at.to_string(),
@@ -801,10 +804,7 @@ impl Applier {
                     // After everything queued before it, alone.
                     lane.dispatch(&self.target, self.compound).await?;
                     lane.settle().await?;
-                    let conn = lane
-                        .conn
-                        .as_mut()
-                        .expect("a settled lane has its connection");
+                    let conn = lane.conn()?;
                     let text = String::from_utf8_lossy(&buf).into_owned();
                     conn.exec_drop(text.as_str(), params)
                         .await
@@ -830,10 +830,7 @@ impl Applier {
                         Some(update) => {
                             lane.dispatch(&self.target, self.compound).await?;
                             lane.settle().await?;
-                            let conn = lane
-                                .conn
-                                .as_mut()
-                                .expect("a settled lane has its connection");
+                            let conn = lane.conn()?;
                             let context = self.target.query_err(truncate(&update.buf, 300));
                             match update.params {
                                 Some(params) => conn
@@ -865,10 +862,7 @@ impl Applier {
                             true,
                         );
                         if sql.params.is_some() {
-                            let conn = lane
-                                .conn
-                                .as_mut()
-                                .expect("a settled lane has its connection");
+                            let conn = lane.conn()?;
                             let context = self.target.query_err(truncate(&sql.buf, 300));
                             conn.exec_drop(
                                 String::from_utf8_lossy(&sql.buf).as_ref(),
@@ -1082,7 +1076,8 @@ fn insert_parts(
         .collect();
     let names: Vec<String> = keep
         .iter()
-        .map(|&i| quote_ident(&first.columns[i].name))
+        .filter_map(|&i| first.columns.get(i))
+        .map(|c| quote_ident(&c.name))
         .collect();
     let on_dup = if upsert {
         format!(
@@ -1124,7 +1119,9 @@ fn insert_into(
             if n > 0 {
                 sql.push(b",");
             }
-            sql.value(charsets, &row.columns[i], &row.values[i]);
+            if let (Some(c), Some(v)) = (row.columns.get(i), row.values.get(i)) {
+                sql.value(charsets, c, v);
+            }
         }
         sql.push(b")");
     }
@@ -1156,7 +1153,9 @@ fn insert_sql(
             if n > 0 {
                 sql.push(b',');
             }
-            literal(&mut sql, charsets, &row.columns[i], &row.values[i]);
+            if let (Some(c), Some(v)) = (row.columns.get(i), row.values.get(i)) {
+                literal(&mut sql, charsets, c, v);
+            }
         }
         sql.push(b')');
         in_statement += 1;
@@ -1219,7 +1218,8 @@ impl Lane {
             sql = wrapped;
         }
         self.statements = 0;
-        let mut conn = self.conn.take().expect("a settled lane has its connection");
+        let lost = self.lost();
+        let mut conn = self.conn.take().ok_or(lost)?;
         let target = target.clone();
         let task = tokio::spawn(async move {
             let result = conn
@@ -1233,6 +1233,23 @@ impl Lane {
             at: self.at.clone(),
         });
         Ok(())
+    }
+
+    /// The lane's session, once no batch is in flight (a batch that failed
+    /// takes it along: the job then retries on a new one).
+    fn conn(&mut self) -> Result<&mut Conn, CdcError> {
+        let lost = self.lost();
+        self.conn.as_mut().ok_or(lost)
+    }
+
+    fn lost(&self) -> CdcError {
+        CdcError::Apply {
+            at: self.at.clone(),
+            source: Box::new(DbError::Lost {
+                role: "target",
+                context: "a lane's session".into(),
+            }),
+        }
     }
 
     /// Waits for the batch in flight, if any. Cancel-safe.
@@ -1276,10 +1293,9 @@ impl Lane {
         self.inflight = None;
         let (conn, result) = joined.map_err(|e| CdcError::Apply {
             at: at.clone(),
-            source: Box::new(DbError::Query {
+            source: Box::new(DbError::Lost {
                 role: "target",
-                context: "applying a batch".into(),
-                source: mysql_async::Error::Other(format!("apply task failed: {e}").into()),
+                context: format!("applying a batch (its task ended: {e})"),
             }),
         })?;
         self.conn = Some(conn);
@@ -1377,9 +1393,17 @@ async fn read_markers(
     Ok(out)
 }
 
+/// Adds a row change to lane `lane`'s list.
+fn push<T>(per_lane: &mut [Vec<T>], lane: usize, row: T) {
+    if let Some(rows) = per_lane.get_mut(lane) {
+        rows.push(row);
+    }
+}
+
 /// The start of a statement, for messages.
 fn truncate(s: &[u8], n: usize) -> String {
-    crate::model::truncate(&String::from_utf8_lossy(&s[..s.len().min(n * 4)]), n)
+    let head = s.get(..n * 4).unwrap_or(s);
+    crate::model::truncate(&String::from_utf8_lossy(head), n)
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub struct Source<'a> {
     pub table: &'a str,
     pub file: &'a str,
     pub pos: u64,
-    pub row: u32,
+    pub row: u64,
     pub gtid: Option<&'a str>,
     pub server_id: u32,
     /// Event time, unix ms (the binlog has seconds).
@@ -169,7 +169,7 @@ pub fn key(r: RowRef<'_>) -> Option<Vec<u8>> {
         return None;
     }
     let mut b = Vec::with_capacity(32);
-    write_columns(&mut b, r, |i| r.columns[i].primary);
+    write_columns(&mut b, r, |i| r.columns.get(i).is_some_and(|c| c.primary));
     Some(b)
 }
 

@@ -85,7 +85,7 @@ impl Template {
             if !self.pre.is_match(&name[..i]) {
                 continue;
             }
-            for &j in cuts[a + 1..].iter().rev() {
+            for &j in cuts.iter().skip(a + 1).rev() {
                 if self.post.is_match(&name[j..]) {
                     out.push(&name[i..j]);
                 }
@@ -401,7 +401,9 @@ impl Follow {
                     }
                     return steps;
                 }
-                let first = &tables[0];
+                let Some(first) = tables.first() else {
+                    return steps;
+                };
                 let db = first.database(def).to_string();
                 steps.push(self.run(
                     q,

@@ -385,7 +385,7 @@ impl<'a> Batch<'a> {
                 table: table.as_deref().unwrap_or(""),
                 file: &q.end.file,
                 pos: q.end.pos,
-                row: self.txn.len() as u32,
+                row: self.txn.len() as u64,
                 gtid: q.gtid.as_deref(),
                 server_id: q.server_id,
                 ts_ms: u64::from(q.context.timestamp) * 1000,
@@ -440,7 +440,7 @@ impl<'a> Batch<'a> {
                 table: &table,
                 file: &pos.file,
                 pos: pos.pos,
-                row: i as u32,
+                row: i as u64,
                 gtid,
                 server_id: r.server_id,
                 ts_ms: u64::from(r.timestamp) * 1000,
@@ -528,30 +528,14 @@ async fn snapshot(
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await
         .map_err(err())?;
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        .await
-        .map_err(err())?;
-    let status: Vec<(String, String)> = conn
-        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        .await
-        .map_err(err())?;
-    let get = |n: &str| {
-        status
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
-    let at = match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-        (Some(file), Some(pos)) if !file.is_empty() => BinlogPos {
-            file,
-            pos: pos.parse().unwrap_or(4),
-        },
+    let at = match position::snapshot(source, &mut conn).await? {
+        Some(at) => at,
         // MySQL has no snapshot position: the head now, after the snapshot
         // opened. Changes in between may be sent twice (at least once).
-        _ => position::head(&mut conn, source).await?.0,
+        None => position::head(&mut conn, source).await?.0,
     };
     info!(at = %at, tables = catalog.tables.len(), "snapshot for the subscription");
-    let mut row_no: u32 = 0;
+    let mut row_no: u64 = 0;
     let mut batch = Vec::new();
     for t in &catalog.tables {
         let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();

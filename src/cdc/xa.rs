@@ -30,13 +30,13 @@ pub fn stash(rows: &[Rows]) -> XaRows {
     let events = rows
         .iter()
         .map(|r| {
-            let mut columns: [Vec<StoredColumn>; 2] = [Vec::new(), Vec::new()];
+            let (mut before_columns, mut after_columns) = (Vec::new(), Vec::new());
             let mut out = Vec::with_capacity(r.images.len());
             for (b, a) in &r.images {
-                let mut side = |i: usize, im: &Option<Image>| {
+                let side = |side: &mut Vec<StoredColumn>, im: &Option<Image>| {
                     im.as_ref().map(|im| {
-                        if columns[i].is_empty() {
-                            columns[i] = im
+                        if side.is_empty() {
+                            *side = im
                                 .columns
                                 .iter()
                                 .map(|c| StoredColumn {
@@ -51,8 +51,8 @@ pub fn stash(rows: &[Rows]) -> XaRows {
                         im.values.iter().cloned().map(KeyValue::from).collect()
                     })
                 };
-                let before = side(0, b);
-                let after = side(1, a);
+                let before = side(&mut before_columns, b);
+                let after = side(&mut after_columns, a);
                 out.push((before, after));
             }
             StoredRows {
@@ -66,7 +66,7 @@ pub fn stash(rows: &[Rows]) -> XaRows {
                 no_foreign_key_checks: r.flags.no_foreign_key_checks,
                 relaxed_unique_checks: r.flags.relaxed_unique_checks,
                 end: r.end.clone(),
-                columns,
+                columns: [before_columns, after_columns],
                 rows: out,
             }
         })

@@ -110,8 +110,9 @@ impl Validator<'_> {
             .map(|s| self.selection(s))
             .collect::<Result<Vec<_>, _>>()?;
         for (i, a) in select.iter().enumerate() {
-            if select[..i]
+            if select
                 .iter()
+                .take(i)
                 .any(|b| b.target_database == a.target_database && b.database != a.database)
             {
                 return Err(self.err(

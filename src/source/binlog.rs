@@ -605,12 +605,9 @@ const GTID_COMPLETED_XA: u8 = 0x80;
 /// A MariaDB GTID event (type 162: seq u64, domain u32, flags u8): its
 /// GTID as text and its flags.
 pub fn mariadb_gtid(server_id: u32, d: &[u8]) -> Option<(String, u8)> {
-    if d.len() < 13 {
-        return None;
-    }
-    let seq = u64::from_le_bytes(d[0..8].try_into().ok()?);
-    let domain = u32::from_le_bytes(d[8..12].try_into().ok()?);
-    Some((format!("{domain}-{server_id}-{seq}"), d[12]))
+    let seq = u64::from_le_bytes(d.get(0..8)?.try_into().ok()?);
+    let domain = u32::from_le_bytes(d.get(8..12)?.try_into().ok()?);
+    Some((format!("{domain}-{server_id}-{seq}"), *d.get(12)?))
 }
 
 /// The XID of a MariaDB GTID event of an XA transaction (after the flags
@@ -624,8 +621,8 @@ fn gtid_xid(flags: u8, d: &[u8]) -> Option<String> {
     let format = u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?);
     let g = usize::from(*d.get(at + 4)?);
     let b = usize::from(*d.get(at + 5)?);
-    let data = d.get(at + 6..at + 6 + g + b)?;
-    Some(xid_text(format, &data[..g], &data[g..]))
+    let (gtrid, bqual) = d.get(at + 6..at + 6 + g + b)?.split_at(g);
+    Some(xid_text(format, gtrid, bqual))
 }
 
 /// The XID of an XA_PREPARE event (one_phase u8, format u32, gtrid length
@@ -636,8 +633,8 @@ fn prepare_xid(d: &[u8]) -> Option<String> {
     let format = u(1)?;
     let g = u(5)? as usize;
     let b = u(9)? as usize;
-    let data = d.get(13..13 + g + b)?;
-    Some(xid_text(format, &data[..g], &data[g..]))
+    let (gtrid, bqual) = d.get(13..13 + g + b)?.split_at(g);
+    Some(xid_text(format, gtrid, bqual))
 }
 
 /// An XID as the server writes it in `XA COMMIT X'..',X'..',N`.
@@ -704,16 +701,20 @@ fn table_info(tme: &TableMapEvent<'_>) -> TableInfo {
         match field {
             OptionalMetadataField::EnumStrValue(v) => {
                 for (col, values) in enum_cols.iter().zip(v.iter_values().flatten()) {
-                    info.enums[*col] = Some(names(
-                        values.values().iter().map(|x| x.value_raw()).collect(),
-                    ));
+                    if let Some(slot) = info.enums.get_mut(*col) {
+                        *slot = Some(names(
+                            values.values().iter().map(|x| x.value_raw()).collect(),
+                        ));
+                    }
                 }
             }
             OptionalMetadataField::SetStrValue(v) => {
                 for (col, values) in set_cols.iter().zip(v.iter_values().flatten()) {
-                    info.sets[*col] = Some(names(
-                        values.values().iter().map(|x| x.value_raw()).collect(),
-                    ));
+                    if let Some(slot) = info.sets.get_mut(*col) {
+                        *slot = Some(names(
+                            values.values().iter().map(|x| x.value_raw()).collect(),
+                        ));
+                    }
                 }
             }
             _ => {}
@@ -732,8 +733,8 @@ fn rotated_file(
     checksum: bool,
 ) -> String {
     let mut name = r.name_raw();
-    if !seen_fde && checksum && log_pos == 0 && name.len() > 4 {
-        name = &name[..name.len() - 4];
+    if !seen_fde && checksum && log_pos == 0 {
+        name = name.get(..name.len().saturating_sub(4)).unwrap_or(name);
     }
     String::from_utf8_lossy(name).into_owned()
 }

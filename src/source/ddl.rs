@@ -205,7 +205,10 @@ impl Statement {
             let qualifies = matches!(self.toks.get(i + 1).map(|t| &t.kind), Some(TokKind::Dot))
                 && ident(&self.toks, i + 2).is_some()
                 // Not the second part of `a.b.c`.
-                && !(i > 0 && self.toks[i - 1].kind == TokKind::Dot);
+                && !i
+                    .checked_sub(1)
+                    .and_then(|j| self.toks.get(j))
+                    .is_some_and(|t| t.kind == TokKind::Dot);
             if qualifies {
                 if let Some(to) = rename(&id) {
                     edits.push((i..i + 1, crate::db::quote_ident(&to)));
@@ -223,8 +226,7 @@ impl Statement {
             return None;
         }
         let mut end = i + 2; // the user
-        t.get(end)?;
-        if is_word(&t[end], "CURRENT_USER") {
+        if is_word(t.get(end)?, "CURRENT_USER") {
             if t.get(end + 1).is_some_and(|x| x.kind == TokKind::LParen)
                 && t.get(end + 2).is_some_and(|x| x.kind == TokKind::RParen)
             {

@@ -85,9 +85,9 @@ pub type Images = Vec<(Option<Image>, Option<Image>)>;
 pub fn rows(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> Result<Images, DecodeError> {
     // Every before image of an event has the same columns, and every after
     // image.
-    let mut columns: [Option<Arc<[ColumnInfo]>>; 2] = [None, None];
-    let mut image = |side: usize, row: BinlogRow| {
-        let cols = columns[side].get_or_insert_with(|| {
+    let (mut before_columns, mut after_columns) = (None, None);
+    let image = |side: &mut Option<Arc<[ColumnInfo]>>, row: BinlogRow| {
+        let cols = side.get_or_insert_with(|| {
             row.columns_ref()
                 .iter()
                 .map(ColumnInfo::from_column)
@@ -102,8 +102,8 @@ pub fn rows(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> Result<Images,
             message: format!("undecodable row: {e}"),
         })?;
         images.push((
-            before.map(|r| image(0, r)).transpose()?,
-            after.map(|r| image(1, r)).transpose()?,
+            before.map(|r| image(&mut before_columns, r)).transpose()?,
+            after.map(|r| image(&mut after_columns, r)).transpose()?,
         ));
     }
     Ok(images)

@@ -12,16 +12,22 @@ pub async fn head(conn: &mut Conn, source: &Connector) -> Result<(BinlogPos, Str
         .query_first("SHOW MASTER STATUS")
         .await
         .map_err(source.query_err("SHOW MASTER STATUS"))?;
-    let Some(row) = row else {
-        return Err(DbError::Query {
-            role: "source",
-            context: "SHOW MASTER STATUS returned nothing: the binlog is off (start the server with --log-bin)"
-                .into(),
-            source: mysql_async::Error::Other("binlog disabled".into()),
-        });
+    let unexpected = |what: &str| DbError::Unexpected {
+        role: "source",
+        what: what.into(),
     };
-    let file: String = row.get(0).unwrap_or_default();
-    let pos: u64 = row.get(1).unwrap_or_default();
+    let Some(row) = row else {
+        return Err(unexpected(
+            "SHOW MASTER STATUS returned nothing: the binlog is off (start the server with --log-bin)",
+        ));
+    };
+    let (Some(file), Some(pos)) = (row.get::<String, _>(0), row.get::<u64, _>(1)) else {
+        return Err(unexpected(
+            "SHOW MASTER STATUS has no File and Position columns (is this a MySQL-family server?)",
+        ));
+    };
+    // MariaDB's GTID position; a server without the variable (MySQL) has
+    // none to report here.
     let gtid: Option<String> = conn
         .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
         .await
@@ -36,4 +42,37 @@ pub async fn oldest(conn: &mut Conn, source: &Connector) -> Result<Option<String
         .await
         .map_err(source.query_err("SHOW BINARY LOGS"))?;
     Ok(rows.first().and_then(|r| r.get(0)))
+}
+
+/// Opens a consistent snapshot on `conn` and returns the binlog position
+/// it corresponds to (MariaDB's `binlog_snapshot_file/position`); `None`
+/// on a server that does not report one (MySQL): the hand-over's safe mode
+/// then covers the difference.
+pub async fn snapshot(source: &Connector, conn: &mut Conn) -> Result<Option<BinlogPos>, DbError> {
+    let err = || source.query_err("opening a consistent snapshot");
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(err())?;
+    let rows: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(err())?;
+    let get = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+        (Some(file), Some(pos)) if !file.is_empty() => match pos.parse() {
+            Ok(pos) => Ok(Some(BinlogPos {
+                file: file.to_string(),
+                pos,
+            })),
+            Err(_) => Err(DbError::Unexpected {
+                role: "source",
+                what: format!("binlog_snapshot_position is {pos:?}, not a number"),
+            }),
+        },
+        _ => Ok(None),
+    }
 }

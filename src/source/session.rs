@@ -194,14 +194,14 @@ impl<'a> Reader<'a> {
         self.bytes(n).map(|_| ())
     }
     fn u8(&mut self) -> Option<u8> {
-        self.bytes(1).map(|b| b[0])
+        self.bytes(1)?.first().copied()
     }
     fn u16(&mut self) -> Option<u16> {
-        self.bytes(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+        self.bytes(2)?.try_into().ok().map(u16::from_le_bytes)
     }
     fn u24(&mut self) -> Option<u32> {
-        self.bytes(3)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], 0]))
+        let [a, b, c]: [u8; 3] = self.bytes(3)?.try_into().ok()?;
+        Some(u32::from_le_bytes([a, b, c, 0]))
     }
     fn u32(&mut self) -> Option<u32> {
         self.bytes(4)?.try_into().ok().map(u32::from_le_bytes)

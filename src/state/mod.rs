@@ -198,9 +198,10 @@ impl Store {
         {
             let mut meta = tx.open_table(META)?;
             let found = meta.get("format_version")?.map(|v| {
-                let b = v.value();
                 let mut le = [0u8; 4];
-                le[..b.len().min(4)].copy_from_slice(&b[..b.len().min(4)]);
+                for (to, from) in le.iter_mut().zip(v.value()) {
+                    *to = *from;
+                }
                 u32::from_le_bytes(le)
             });
             match found {

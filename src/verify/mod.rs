@@ -270,29 +270,25 @@ impl<'t> TableSql<'t> {
 
     /// The key of a fetched row, as bytes to match rows of both sides.
     fn key_bytes(&self, row: &[Value]) -> Vec<u8> {
-        let key: Vec<KeyValue> = self
-            .key_idx
-            .iter()
-            .map(|&i| row[i].clone().into())
-            .collect();
-        postcard::to_stdvec(&key).unwrap_or_default()
+        postcard::to_stdvec(&self.key_of(row)).unwrap_or_default()
     }
 
     pub(crate) fn key_of(&self, row: &[Value]) -> Vec<KeyValue> {
         self.key_idx
             .iter()
-            .map(|&i| row[i].clone().into())
+            .filter_map(|&i| row.get(i))
+            .map(|v| v.clone().into())
             .collect()
     }
 
     /// `key IN (...)` for a batch of keys.
     pub(crate) fn keys_condition(&self, keys: &[Vec<KeyValue>]) -> (String, Vec<Value>) {
         let mut params = Vec::new();
-        let cond = if self.key_cols.len() == 1 {
-            params.extend(keys.iter().map(|k| Value::from(&k[0])));
+        let cond = if let [col] = self.key_cols.as_slice() {
+            params.extend(keys.iter().filter_map(|k| k.first()).map(Value::from));
             format!(
                 "{} IN ({})",
-                quote_ident(&self.key_cols[0]),
+                quote_ident(col),
                 vec!["?"; keys.len()].join(", ")
             )
         } else {

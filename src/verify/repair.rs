@@ -16,7 +16,7 @@ use mysql_async::prelude::*;
 use mysql_async::Value;
 
 use super::{fetch, Side, TableSql, Verifier, VerifyError, Worker};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Column};
 use crate::db::{quote_ident, SESSION_SQL_MODE};
 use crate::model::{DiffClass, KeyValue, RepairSummary, VerifyDiff, VerifyRun};
 use crate::sql::push_literal;
@@ -37,7 +37,7 @@ impl Verifier {
             tgt: self.target.connect().await?,
         };
         // (table index in the run, statements)
-        let mut plans: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        let mut plans: Vec<(usize, String, Vec<Vec<u8>>)> = Vec::new();
         for (i, result) in run.tables.iter().enumerate() {
             if result.diffs.is_empty() {
                 continue;
@@ -50,17 +50,17 @@ impl Verifier {
                 true => keyless_statements(&ts, &result.diffs),
                 false => self.keyed_statements(&mut w, &ts, &result.diffs).await?,
             };
-            plans.push((i, statements));
+            plans.push((i, result.table.clone(), statements));
         }
-        let count: usize = plans.iter().map(|(_, s)| s.len()).sum();
+        let count: usize = plans.iter().map(|(_, _, s)| s.len()).sum();
         write_file(file, &self.job.name, &plans).map_err(|source| VerifyError::RepairFile {
             file: file.display().to_string(),
             source,
         })?;
         let mut still = 0;
         if apply {
-            for (i, statements) in &plans {
-                let context = format!("repairing {}", run.tables[*i].table);
+            for (_, table, statements) in &plans {
+                let context = format!("repairing {table}");
                 w.tgt
                     .query_drop("START TRANSACTION")
                     .await
@@ -76,8 +76,10 @@ impl Verifier {
                     .await
                     .map_err(self.target.query_err(context.clone()))?;
             }
-            for (i, _) in &plans {
-                let result = &mut run.tables[*i];
+            for (i, _, _) in &plans {
+                let Some(result) = run.tables.get_mut(*i) else {
+                    continue;
+                };
                 let Some(table) = catalog.tables.iter().find(|t| t.id() == result.table) else {
                     continue;
                 };
@@ -149,7 +151,9 @@ impl Verifier {
 fn key_row(ts: &TableSql<'_>, key: &[KeyValue]) -> Vec<Value> {
     let mut row = vec![Value::NULL; ts.cols.len()];
     for (&i, k) in ts.key_idx.iter().zip(key) {
-        row[i] = Value::from(k);
+        if let Some(slot) = row.get_mut(i) {
+            *slot = Value::from(k);
+        }
     }
     row
 }
@@ -187,24 +191,25 @@ fn replace(ts: &TableSql<'_>, row: &[Value]) -> Vec<u8> {
 
 /// `INSERT`/`REPLACE` of a whole row (generated columns left out).
 fn insert(ts: &TableSql<'_>, row: &[Value], verb: &str) -> Vec<u8> {
-    let written: Vec<usize> = (0..ts.cols.len())
-        .filter(|&i| !ts.cols[i].generated)
-        .collect();
-    let names: Vec<String> = written
+    let written: Vec<(&Column, &Value)> = ts
+        .cols
         .iter()
-        .map(|&i| quote_ident(&ts.cols[i].name))
+        .copied()
+        .zip(row)
+        .filter(|(c, _)| !c.generated)
         .collect();
+    let names: Vec<String> = written.iter().map(|(c, _)| quote_ident(&c.name)).collect();
     let mut s = format!(
         "{verb} INTO {} ({}) VALUES (",
         ts.tgt_name,
         names.join(", ")
     )
     .into_bytes();
-    for (n, &i) in written.iter().enumerate() {
+    for (n, (c, v)) in written.iter().enumerate() {
         if n > 0 {
             s.extend_from_slice(b", ");
         }
-        push_literal(&mut s, &row[i], ts.cols[i].kind);
+        push_literal(&mut s, v, c.kind);
     }
     s.push(b')');
     s
@@ -212,11 +217,11 @@ fn insert(ts: &TableSql<'_>, row: &[Value], verb: &str) -> Vec<u8> {
 
 fn delete_keyed(ts: &TableSql<'_>, key: &[KeyValue]) -> Vec<u8> {
     let mut s = format!("DELETE FROM {} WHERE ", ts.tgt_name).into_bytes();
-    for (n, (&i, k)) in ts.key_idx.iter().zip(key).enumerate() {
+    let key_cols = ts.key_idx.iter().filter_map(|&i| ts.cols.get(i));
+    for (n, (c, k)) in key_cols.zip(key).enumerate() {
         if n > 0 {
             s.extend_from_slice(b" AND ");
         }
-        let c = ts.cols[i];
         s.extend_from_slice(format!("{} = ", quote_ident(&c.name)).as_bytes());
         push_literal(&mut s, &Value::from(k), c.kind);
     }
@@ -224,7 +229,11 @@ fn delete_keyed(ts: &TableSql<'_>, key: &[KeyValue]) -> Vec<u8> {
     s
 }
 
-fn write_file(file: &Path, job: &str, plans: &[(usize, Vec<Vec<u8>>)]) -> std::io::Result<()> {
+fn write_file(
+    file: &Path,
+    job: &str,
+    plans: &[(usize, String, Vec<Vec<u8>>)],
+) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(file)?);
     writeln!(f, "-- ferry verify --repair: job {job}")?;
     writeln!(
@@ -236,7 +245,7 @@ fn write_file(file: &Path, job: &str, plans: &[(usize, Vec<Vec<u8>>)]) -> std::i
     writeln!(f, "SET SESSION time_zone = '+00:00';")?;
     writeln!(f, "SET SESSION sql_mode = '{SESSION_SQL_MODE}';")?;
     writeln!(f, "SET SESSION foreign_key_checks = 0;")?;
-    for (_, statements) in plans {
+    for (_, _, statements) in plans {
         writeln!(f, "START TRANSACTION;")?;
         for s in statements {
             f.write_all(s)?;
