@@ -46,8 +46,15 @@ pub async fn serve(runner: Arc<Runner>) -> std::io::Result<()> {
         };
         match stream {
             Ok((stream, _)) => {
+                let tasks = runner.tasks.clone();
                 let runner = runner.clone();
-                tokio::spawn(async move { client(runner, stream).await });
+                tasks.spawn(async move {
+                    let stop = runner.cancel.clone();
+                    tokio::select! {
+                        _ = client(runner, stream) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
             }
             Err(e) => warn!(error = %e, "control socket accept failed"),
         }
@@ -235,7 +242,7 @@ async fn verify(
     }
     let store = runner.store.clone();
     let cancel = runner.cancel.child_token();
-    let task = tokio::spawn(async move {
+    let task = runner.tasks.clone().spawn(async move {
         loop {
             let result = runner::verify_job(
                 &store,

@@ -18,7 +18,7 @@ pub fn serve(runner: Arc<Runner>, addr: SocketAddr) -> Result<(), String> {
         .with_http_listener(addr)
         .install()
         .map_err(|e| format!("metrics endpoint {addr}: {e}"))?;
-    tokio::spawn(async move {
+    runner.tasks.clone().spawn(async move {
         // The state label each job had, to zero it when the state changes.
         let mut states: HashMap<String, String> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_secs(2));

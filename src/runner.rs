@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
 use crate::catalog::Catalog;
@@ -211,6 +212,11 @@ pub struct RunningJob {
 pub struct Runner {
     pub store: Arc<Store>,
     pub observer: Arc<dyn Observer>,
+    /// Every task the runner starts (jobs, control clients, verifications,
+    /// the metrics refresher): all end with it.
+    pub tasks: TaskTracker,
+    /// When the stop began, once it has.
+    stopping: std::sync::OnceLock<Instant>,
     pub started_ms: u64,
     pub cancel: CancellationToken,
     pub jobs: Mutex<BTreeMap<String, RunningJob>>,
@@ -227,6 +233,8 @@ impl Runner {
         Arc::new(Runner {
             store,
             observer,
+            tasks: TaskTracker::new(),
+            stopping: std::sync::OnceLock::new(),
             started_ms: now_ms(),
             cancel,
             jobs: Mutex::new(BTreeMap::new()),
@@ -246,7 +254,7 @@ impl Runner {
                 control.clone(),
                 cancel.clone(),
             );
-            tokio::spawn(
+            self.tasks.spawn(
                 async move {
                     let outcome = run_job(&store, job, &control, cancel).await;
                     control.finished.store(true, Ordering::Relaxed);
@@ -338,7 +346,21 @@ impl Runner {
             let Some((name, task)) = next else {
                 return out;
             };
-            let outcome = match task.await {
+            let mut task = task;
+            let joined = tokio::select! {
+                joined = &mut task => joined,
+                _ = self.stop_deadline() => {
+                    // Something on a server does not give way (a lock wait,
+                    // a long statement): the job's connections close with
+                    // it; its last transaction, checkpoint included, is
+                    // rolled back by the server.
+                    warn!(job = %name, "not stopped after {STOP_DEADLINE:?}; abandoning it");
+                    task.abort();
+                    let _ = task.await;
+                    Ok(Outcome::Stopped)
+                }
+            };
+            let outcome = match joined {
                 Ok(o) => o,
                 Err(e) => Outcome::Failed(JobError::Bug(format!(
                     "the job's task ended abnormally: {e}"
@@ -347,7 +369,32 @@ impl Runner {
             out.push((name, outcome));
         }
     }
+
+    /// Resolves [`STOP_DEADLINE`] after the runner was told to stop.
+    async fn stop_deadline(&self) {
+        self.cancel.cancelled().await;
+        let since = *self.stopping.get_or_init(Instant::now);
+        tokio::time::sleep_until((since + STOP_DEADLINE).into()).await;
+    }
+
+    /// Stops everything the runner started and waits (briefly) for it:
+    /// call after [`Runner::wait`].
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(2), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("some of the runner's tasks did not end in time");
+        }
+    }
 }
+
+/// How long a stop waits for a job to end by itself (a batch or DDL in
+/// flight finishing, or being killed) before abandoning it: within the
+/// 10 s DESIGN.md promises.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(8);
 
 /// An attempt that lasted this long before failing is not part of the
 /// same outage as earlier failures.

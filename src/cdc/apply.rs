@@ -106,6 +106,8 @@ pub struct Applier {
     packet: usize,
     /// The session that runs statements (DDL) in the source's context.
     ddl: Option<Conn>,
+    /// Its id on the target while a statement runs on it (a stop kills it).
+    ddl_running: Option<u32>,
     /// The source's time zone, for statements that logged none.
     time_zone: String,
     /// Compound statements (MariaDB's `BEGIN NOT ATOMIC`): a batch costs
@@ -283,6 +285,7 @@ impl Applier {
             source: source.clone(),
             packet,
             ddl: None,
+            ddl_running: None,
             time_zone,
             compound,
             lanes: out,
@@ -371,12 +374,22 @@ impl Applier {
     }
 
     /// Abandons the open transactions (statements not sent, and those sent
-    /// but not committed).
+    /// but not committed). A batch or statement still running on the target
+    /// is killed: its transaction rolls back, its checkpoint marker with it.
     pub async fn abandon(&mut self) {
+        if let Some(id) = self.ddl_running.take() {
+            self.ddl = None;
+            kill(&self.target, id).await;
+        }
         for lane in &mut self.lanes {
             lane.pending.clear();
             lane.statements = 0;
-            let _ = lane.settle().await;
+            if let Some(inflight) = lane.inflight.take() {
+                inflight.task.abort();
+                kill(&lane.target, lane.conn_id).await;
+                lane.conn = None;
+                lane.in_txn = false;
+            }
             if lane.in_txn {
                 if let Some(conn) = lane.conn.as_mut() {
                     let _ = conn.query_drop("ROLLBACK").await;
@@ -440,12 +453,11 @@ impl Applier {
         statement: &str,
         ctx: &SessionContext,
     ) -> Result<(), DbError> {
-        if self.ddl.is_none() {
-            self.ddl = Some(self.target.connect().await?);
-        }
-        let Some(conn) = self.ddl.as_mut() else {
-            unreachable!("the DDL session was just opened")
+        let mut conn = match self.ddl.take() {
+            Some(conn) => conn,
+            None => self.target.connect().await?,
         };
+        self.ddl_running = Some(conn.id());
         let result = async {
             if !db.is_empty() {
                 conn.query_drop(format!("USE {}", quote_ident(db)))
@@ -463,9 +475,11 @@ impl Applier {
                 .map_err(self.target.query_err("DDL"))
         }
         .await;
-        if result.is_err() {
-            // Its session state is unknown now: the next statement opens a new one.
-            self.ddl = None;
+        self.ddl_running = None;
+        // After an error its session state is unknown: the next statement
+        // opens a new one.
+        if result.is_ok() {
+            self.ddl = Some(conn);
         }
         self.generated.clear();
         self.routes.clear();

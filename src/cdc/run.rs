@@ -101,29 +101,56 @@ pub async fn run(
                 _ = cancel.cancelled() => Next::Stop,
             }
         };
-        match next {
-            Next::Change(c) => engine.handle(c?).await?,
-            Next::Idle => engine.flush().await?,
-            Next::Settled(r) => {
-                r?;
-                engine.record()?;
-            }
-            Next::Wake => continue,
-            Next::Stop => {
-                // The batch in flight finishes; what was not sent is dropped.
-                match engine::Target::settle(&mut engine.target).await {
-                    Ok(()) => engine.record()?,
-                    Err(e) => warn!(error = %e, "the last batch failed while stopping"),
+        if matches!(next, Next::Stop) {
+            return stop(&mut engine, &mut stats, &reader).await;
+        }
+        // A change being applied may wait on the target (a lock, a long
+        // DDL): a stop does not wait for it.
+        let step = async {
+            match next {
+                Next::Change(c) => engine.handle(c?).await,
+                Next::Idle => engine.flush().await,
+                Next::Settled(r) => {
+                    r?;
+                    engine.record()?;
+                    Ok(())
                 }
-                engine::Target::abandon(&mut engine.target).await;
-                stats.sample(&engine.cp, &reader, engine.rows).await;
-                return Err(CdcError::Cancelled);
+                Next::Wake | Next::Stop => Ok(()),
             }
+        };
+        tokio::select! {
+            r = step => r?,
+            _ = cancel.cancelled() => return stop(&mut engine, &mut stats, &reader).await,
         }
         if stats.due() {
             stats.sample(&engine.cp, &reader, engine.rows).await;
         }
     }
+}
+
+/// How long a stop lets the batch in flight finish before killing it.
+const STOP_GRACE: Duration = Duration::from_secs(4);
+
+/// A stop: the batch in flight may finish (then its position is
+/// checkpointed); after [`STOP_GRACE`] it is killed on the target, and
+/// rolls back with its checkpoint marker. What was not sent is dropped.
+async fn stop<T: engine::Target>(
+    engine: &mut engine::Engine<'_, T>,
+    stats: &mut Stats<'_>,
+    reader: &BinlogReader,
+) -> Result<(), CdcError> {
+    match tokio::time::timeout(STOP_GRACE, engine::Target::settle(&mut engine.target)).await {
+        Ok(Ok(())) => engine.record()?,
+        Ok(Err(e)) => warn!(error = %e, "the last batch failed while stopping"),
+        Err(_) => warn!("a statement still runs on the target after {STOP_GRACE:?}; killing it"),
+    }
+    engine::Target::abandon(&mut engine.target).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        stats.sample(&engine.cp, reader, engine.rows),
+    )
+    .await;
+    Err(CdcError::Cancelled)
 }
 
 /// The source's time zone as an offset or name a target session takes

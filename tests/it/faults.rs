@@ -215,3 +215,134 @@ fn a_target_that_stops_answering_mid_batch_is_noticed() {
     run.assert_running();
     run.stop();
 }
+
+/// A session on `server` that has run `sql` and keeps its transaction
+/// (and its locks) open until dropped.
+struct Holder {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Holder {
+    fn start(server: &Server, sql: &str) -> Holder {
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (url, sql) = (server.url(), sql.to_string());
+        let thread = std::thread::spawn(move || {
+            rt().block_on(async move {
+                use mysql_async::prelude::Queryable;
+                let mut c = mysql_async::Conn::from_url(url).await.expect("connect");
+                c.query_drop(sql).await.expect("holder SQL");
+                ready_tx.send(()).expect("ready");
+                // Blocks this thread's runtime on purpose: the session
+                // stays open, idle, until the test releases it.
+                let _ = released.recv();
+                drop(c); // the server rolls the transaction back
+            })
+        });
+        ready.recv().expect("the holder ran its SQL");
+        Holder {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How many of Ferry's sessions on `target` are in `state`.
+fn waiting(target: &Server, state: &str) -> u64 {
+    ferry_sessions(target, &format!("STATE = '{state}'"))
+}
+
+/// How many of Ferry's sessions on `target` run a statement like `like`.
+fn running(target: &Server, like: &str) -> u64 {
+    ferry_sessions(target, &format!("INFO LIKE '{like}'"))
+}
+
+fn ferry_sessions(target: &Server, cond: &str) -> u64 {
+    target
+        .sql(&format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'ferry' AND {cond}"
+        ))
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_stop_ends_within_10_s_while_the_target_holds_a_batch_or_a_ddl() {
+    let (source, target) = shared();
+    let db = "fstop_src";
+    let dst = format!("{db}_dst");
+    source.sql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; USE {db};
+         CREATE TABLE t (id INT PRIMARY KEY, v INT);
+         INSERT INTO t SELECT seq, seq FROM seq_1_to_500;"
+    ));
+    target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
+    let tmp = temp_dir("stop-stuck");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &job_via("stop-stuck", 5803, db, source.port, target.port),
+    );
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+    wait_same(source, db, target, &dst, Duration::from_secs(30));
+
+    // A batch waits on row locks another session holds on the target
+    // (longer than the stop may take): SIGTERM still ends the runner.
+    let holder = Holder::start(
+        target,
+        &format!("START TRANSACTION; SELECT * FROM {dst}.t FOR UPDATE;"),
+    );
+    source.sql(&format!("UPDATE {db}.t SET v = v + 1"));
+    wait_until(
+        Duration::from_secs(20),
+        "the batch to wait on a lock",
+        || running(target, "UPDATE%") >= 1,
+    );
+    run.stop(); // asserts exit 0 within 10 s
+    drop(holder);
+    let run = SyncRun::start(&state, &job);
+    wait_same(source, db, target, &dst, Duration::from_secs(60));
+
+    // A DDL waits on a metadata lock (which never times out by itself):
+    // `ferry stop` still ends the runner within 10 s.
+    let holder = Holder::start(
+        target,
+        &format!("START TRANSACTION; SELECT COUNT(*) FROM {dst}.t;"),
+    );
+    source.sql(&format!(
+        "ALTER TABLE {db}.t ADD COLUMN w INT NOT NULL DEFAULT 7; UPDATE {db}.t SET w = id WHERE id < 10"
+    ));
+    wait_until(
+        Duration::from_secs(20),
+        "the DDL to wait on its lock",
+        || waiting(target, "Waiting for table metadata lock") >= 1,
+    );
+    let started = std::time::Instant::now();
+    let out = crate::run(ferry(&state).arg("stop"));
+    assert!(out.status.success(), "{}", text(&out));
+    let (code, log) = run.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        waiting(target, "Waiting for table metadata lock"),
+        0,
+        "the DDL was left running on the target"
+    );
+    drop(holder);
+    // The checkpoint is where the target is: the DDL and the rows after it
+    // arrive once, the job resumes.
+    let run = SyncRun::start(&state, &job);
+    wait_same(source, db, target, &dst, Duration::from_secs(60));
+    run.stop();
+}

@@ -565,7 +565,7 @@ async fn run_cmd(
         runner.start(spec, Some(file));
     }
     spawn_signal_handler(runner.clone(), paths)?;
-    let server = tokio::spawn(control::serve(runner.clone()));
+    let server = runner.tasks.spawn(control::serve(runner.clone()));
     let mut console_task = None;
     if console {
         // The console owns the terminal: job lines go to the log only.
@@ -599,6 +599,7 @@ async fn run_cmd(
         Err(e) => eprintln!("ferry: control socket task: {e}"),
         Ok(Ok(())) => {}
     }
+    runner.shutdown().await;
     let mut failed = false;
     for (name, outcome) in outcomes {
         match outcome {
