@@ -48,13 +48,7 @@ pub async fn serve(runner: Arc<Runner>) -> std::io::Result<()> {
             Ok((stream, _)) => {
                 let tasks = runner.tasks.clone();
                 let runner = runner.clone();
-                tasks.spawn(async move {
-                    let stop = runner.cancel.clone();
-                    tokio::select! {
-                        _ = client(runner, stream) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                });
+                tasks.spawn(client(runner, stream));
             }
             Err(e) => warn!(error = %e, "control socket accept failed"),
         }
@@ -63,9 +57,18 @@ pub async fn serve(runner: Arc<Runner>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Serves one connection until the client leaves or the runner stops (a
+/// request being handled gets its reply first).
 async fn client(runner: Arc<Runner>, stream: UnixStream) {
     let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
-    while let Some(line) = lines.next().await {
+    loop {
+        let line = tokio::select! {
+            line = lines.next() => line,
+            _ = runner.cancel.cancelled() => return,
+        };
+        let Some(line) = line else {
+            return;
+        };
         let reply = match line {
             Ok(line) => match serde_json::from_str::<Request>(&line) {
                 Ok(req) if req.v != VERSION => Reply::error(format!(

@@ -155,20 +155,21 @@ pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
                 plan
             }
         };
-        let chunks = load.store.chunks(&load.job.name, &id)?;
+        // Every bound is as wide as the key it was planned on: the first
+        // chunk tells.
         let width = t.key.as_ref().map_or(0, |k| k.columns.len());
-        let bounds = chunks
-            .iter()
-            .flat_map(|c| c.lower.iter().chain(c.upper.iter()));
-        if let Some(b) = bounds.into_iter().find(|b| b.len() != width) {
+        let first = load.store.chunk_at(&load.job.name, &id, 0)?;
+        let bound = first.and_then(|c| c.upper.or(c.lower));
+        if let Some(b) = bound.filter(|b| b.len() != width) {
             return Err(FullError::KeyChanged {
                 table: id,
                 planned: b.len(),
                 now: width,
             });
         }
-        let before: u64 = chunks.iter().filter(|c| c.done).map(|c| c.rows).sum();
-        let done = chunks.iter().filter(|c| c.done).count() as u64;
+        let done = load.store.chunks_done(&load.job.name, &id)?;
+        let before = done.rows;
+        let done = u64::from(done.chunks);
         out.push(Arc::new(TableProgress {
             table: id,
             rows_estimate: AtomicU64::new(plan.rows_estimate.max(before)),
@@ -576,8 +577,8 @@ async fn copy_group(
     // position (a plain copy resumes at the chunk).
     let fresh = group.tables.iter().all(|(t, _)| {
         load.store
-            .chunks(job, &t.id())
-            .is_ok_and(|c| c.iter().all(|c| !c.done))
+            .chunks_done(job, &t.id())
+            .is_ok_and(|d| d.chunks == 0)
     });
     if !fresh && load.job.mode.needs_binlog() {
         for (t, p) in &group.tables {
@@ -624,7 +625,7 @@ async fn copy_group(
         // The table as of the snapshot replaces the one the schema copy
         // made earlier (a DDL may have come in between), unless part of it
         // is copied already (a plain copy resuming).
-        let started = load.store.chunks(job, &id)?.iter().any(|c| c.done);
+        let started = load.store.chunks_done(job, &id)?.chunks > 0;
         if load.job.full.existing_rows == ExistingRows::Error && !started {
             recreate_target_table(load, &mut src, dst, &t).await?;
         }
@@ -652,16 +653,17 @@ async fn copy_group(
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-        for (index, chunk) in load.store.chunks(job, &id)?.into_iter().enumerate() {
-            if chunk.done {
-                continue;
-            }
+        // One chunk at a time from the state: memory does not grow with
+        // the number of chunks.
+        let mut from = 0;
+        while let Some((index, chunk)) = load.store.next_chunk(job, &id, from)? {
+            from = index + 1;
             if load.cancel.is_cancelled() {
                 return Err(FullError::Cancelled);
             }
             let task = Task {
                 table: copy.clone(),
-                index: index as u32,
+                index,
                 chunk,
             };
             copy_chunk(load, &mut src, dst, &task, packet, snapshot.clone()).await?;
@@ -707,12 +709,11 @@ async fn mark_empty_done(
     id: &str,
     snapshot: Option<crate::model::BinlogPos>,
 ) -> Result<()> {
-    let chunks = load.store.chunks(&load.job.name, id)?;
-    for (i, c) in chunks.iter().enumerate() {
-        if !c.done {
-            load.store
-                .chunk_done(&load.job.name, id, i as u32, 0, snapshot.clone())?;
-        }
+    let job = &load.job.name;
+    let mut from = 0;
+    while let Some((index, _)) = load.store.next_chunk(job, id, from)? {
+        from = index + 1;
+        load.store.chunk_done(job, id, index, 0, snapshot.clone())?;
     }
     Ok(())
 }

@@ -119,6 +119,13 @@ pub struct Chunk {
     pub rows: u64,
 }
 
+/// How many of a table's chunks are done, and the rows they hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunksDone {
+    pub chunks: u32,
+    pub rows: u64,
+}
+
 /// Where CDC resumes: the end of the last transaction the target
 /// committed, and the end of the hand-over window (safe mode until past it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

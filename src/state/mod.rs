@@ -24,7 +24,9 @@ pub use record::JobRecord;
 /// (format 1 files, from before, are refused: nothing to migrate yet).
 /// 3: a job's definition is stored as JSON in its record (new job-file
 /// options then default without a migration); format 2 is migrated.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: each table's count of chunks done (`full-done-1`), so recording a
+/// chunk and reading progress cost the same for any number of chunks.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// `"format_version"` → u32 little-endian.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
@@ -35,6 +37,9 @@ const FULL_TABLES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 /// (job, `db.table`, chunk number) → postcard [`Chunk`].
 const FULL_CHUNKS: TableDefinition<(&str, &str, u32), &[u8]> =
     TableDefinition::new("full-chunks-1");
+/// (job, `db.table`) → postcard [`ChunksDone`]: kept with every chunk
+/// recorded, so no one counts the chunks.
+const FULL_DONE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("full-done-1");
 /// job name → postcard [`Checkpoint`].
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints-1");
 /// (job, unix ms) → postcard [`CdcSample`]; the last [`CDC_HISTORY_MS`] only.
@@ -212,8 +217,14 @@ impl Store {
                         supported: FORMAT_VERSION,
                     })
                 }
-                Some(2) => {
-                    migrate_v2(&tx, path)?;
+                // Ordered: each step takes the file one format further.
+                Some(v @ 2..) if v < FORMAT_VERSION => {
+                    if v < 3 {
+                        migrate_v2(&tx, path)?;
+                    }
+                    if v < 4 {
+                        migrate_v3(&tx, path)?;
+                    }
                     meta.insert("format_version", FORMAT_VERSION.to_le_bytes().as_slice())?;
                 }
                 // Format 1 has no migration.
@@ -232,6 +243,7 @@ impl Store {
             tx.open_table(JOBS)?;
             tx.open_table(FULL_TABLES)?;
             tx.open_table(FULL_CHUNKS)?;
+            tx.open_table(FULL_DONE)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(CDC_STATS)?;
             tx.open_table(EVENTS)?;
@@ -312,6 +324,7 @@ impl Store {
             }
             let mut chunks = tx.open_table(FULL_CHUNKS)?;
             chunks.retain(|(j, _, _), _| j != job)?;
+            tx.open_table(FULL_DONE)?.retain(|(j, _), _| j != job)?;
         }
         tx.commit()?;
         Ok(())
@@ -337,29 +350,78 @@ impl Store {
         {
             let mut c = tx.open_table(FULL_CHUNKS)?;
             c.retain(|(j, t, _), _| !(j == job && t == table))?;
+            let mut done = ChunksDone::default();
             for (i, chunk) in chunks.iter().enumerate() {
                 c.insert((job, table, i as u32), encode(chunk)?.as_slice())?;
+                if chunk.done {
+                    done.chunks += 1;
+                    done.rows += chunk.rows;
+                }
             }
             tx.open_table(FULL_TABLES)?
                 .insert((job, table), encode(plan)?.as_slice())?;
+            tx.open_table(FULL_DONE)?
+                .insert((job, table), encode(&done)?.as_slice())?;
         }
         tx.commit()?;
         Ok(())
     }
 
+    /// Every chunk of a table (tests and small tables; a load walks them
+    /// with [`Store::next_chunk`]).
     pub fn chunks(&self, job: &str, table: &str) -> Result<Vec<Chunk>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(FULL_CHUNKS)?;
         let mut out = Vec::new();
-        for entry in t.range((job, table, 0)..=(job, table, u32::MAX))? {
-            let (k, v) = entry?;
-            out.push(decode(
-                "full-chunks-1",
-                &format!("{table}#{}", k.value().2),
-                v.value(),
-            )?);
+        let mut from = 0;
+        while let Some((i, c)) = self.chunk_from(job, table, from, false)? {
+            out.push(c);
+            from = i + 1;
         }
         Ok(out)
+    }
+
+    /// The first chunk from `from` on that is not done, with its index.
+    pub fn next_chunk(&self, job: &str, table: &str, from: u32) -> Result<Option<(u32, Chunk)>> {
+        self.chunk_from(job, table, from, true)
+    }
+
+    fn chunk_from(
+        &self,
+        job: &str,
+        table: &str,
+        from: u32,
+        undone: bool,
+    ) -> Result<Option<(u32, Chunk)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FULL_CHUNKS)?;
+        for entry in t.range((job, table, from)..=(job, table, u32::MAX))? {
+            let (k, v) = entry?;
+            let index = k.value().2;
+            let chunk: Chunk = decode("full-chunks-1", &format!("{table}#{index}"), v.value())?;
+            if !(undone && chunk.done) {
+                return Ok(Some((index, chunk)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Chunk `index` of a table.
+    pub fn chunk_at(&self, job: &str, table: &str, index: u32) -> Result<Option<Chunk>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FULL_CHUNKS)?;
+        let chunk = t.get((job, table, index))?;
+        chunk
+            .map(|v| decode("full-chunks-1", &format!("{table}#{index}"), v.value()))
+            .transpose()
+    }
+
+    /// How many of a table's chunks are done, and their rows.
+    pub fn chunks_done(&self, job: &str, table: &str) -> Result<ChunksDone> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FULL_DONE)?;
+        let done = t.get((job, table))?;
+        done.map(|v| decode("full-done-1", table, v.value()))
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     /// Records that chunk `index` of `table` is committed on the target;
@@ -382,22 +444,26 @@ impl Store {
                 return Ok(false);
             };
             let mut chunk: Chunk = decode("full-chunks-1", &key, &bytes)?;
+            let mut counts = tx.open_table(FULL_DONE)?;
+            let mut done: ChunksDone = match counts.get((job, table))? {
+                Some(v) => decode("full-done-1", table, v.value())?,
+                None => ChunksDone::default(),
+            };
+            if chunk.done {
+                done.rows = done.rows.saturating_sub(chunk.rows);
+            } else {
+                done.chunks += 1;
+            }
+            done.rows += rows;
             chunk.done = true;
             chunk.rows = rows;
             c.insert((job, table, index), encode(&chunk)?.as_slice())?;
-            let mut all_done = true;
-            for entry in c.range((job, table, 0)..=(job, table, u32::MAX))? {
-                let (k, v) = entry?;
-                let ch: Chunk = decode(
-                    "full-chunks-1",
-                    &format!("{table}#{}", k.value().2),
-                    v.value(),
-                )?;
-                if !ch.done {
-                    all_done = false;
-                    break;
-                }
-            }
+            counts.insert((job, table), encode(&done)?.as_slice())?;
+            let planned = match tx.open_table(FULL_TABLES)?.get((job, table))? {
+                Some(v) => decode::<TablePlan>("full-tables-1", table, v.value())?.chunks,
+                None => 0,
+            };
+            let all_done = done.chunks >= planned;
             table_done = all_done;
             if all_done || snapshot.is_some() {
                 let mut t = tx.open_table(FULL_TABLES)?;
@@ -526,7 +592,7 @@ impl Store {
     pub fn full_progress(&self, job: &str) -> Result<Vec<TableStatus>> {
         let tx = self.db.begin_read()?;
         let tables = tx.open_table(FULL_TABLES)?;
-        let chunks = tx.open_table(FULL_CHUNKS)?;
+        let done = tx.open_table(FULL_DONE)?;
         let mut out = Vec::new();
         for entry in tables.range((job, "")..)? {
             let (k, v) = entry?;
@@ -535,14 +601,10 @@ impl Store {
                 break;
             }
             let plan: TablePlan = decode("full-tables-1", table, v.value())?;
-            let mut rows_done = 0;
-            for c in chunks.range((job, table, 0)..=(job, table, u32::MAX))? {
-                let (_, v) = c?;
-                let chunk: Chunk = decode("full-chunks-1", table, v.value())?;
-                if chunk.done {
-                    rows_done += chunk.rows;
-                }
-            }
+            let rows_done = match done.get((job, table))? {
+                Some(v) => decode::<ChunksDone>("full-done-1", table, v.value())?.rows,
+                None => 0,
+            };
             out.push(TableStatus {
                 table: table.to_string(),
                 plan,
@@ -742,6 +804,29 @@ fn migrate_v2(tx: &redb::WriteTransaction, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Format 3 → 4: each planned table's chunks counted once.
+fn migrate_v3(tx: &redb::WriteTransaction, path: &Path) -> Result<()> {
+    let tables = tx.open_table(FULL_TABLES)?;
+    let chunks = tx.open_table(FULL_CHUNKS)?;
+    let mut counts = tx.open_table(FULL_DONE)?;
+    for entry in tables.iter()? {
+        let (k, _) = entry?;
+        let (job, table) = k.value();
+        let mut done = ChunksDone::default();
+        for c in chunks.range((job, table, 0)..=(job, table, u32::MAX))? {
+            let (_, v) = c?;
+            let chunk: Chunk = decode("full-chunks-1", table, v.value())?;
+            if chunk.done {
+                done.chunks += 1;
+                done.rows += chunk.rows;
+            }
+        }
+        counts.insert((job, table), encode(&done)?.as_slice())?;
+    }
+    tracing::info!(path = %path.display(), "state file migrated from format 3 to 4");
+    Ok(())
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(v).map_err(StateError::Encode)
 }
@@ -927,6 +1012,13 @@ mod tests {
             ),
             ("ghosts-1", enc(&ghosts.into_iter().collect::<Vec<_>>())),
             ("ddl-pending-1", enc(&pos(8))),
+            (
+                "full-done-1",
+                enc(&ChunksDone {
+                    chunks: 3,
+                    rows: 1000,
+                }),
+            ),
         ]
     }
 
@@ -947,6 +1039,7 @@ mod tests {
             ("xa-1", "01016401740101000d62696e6c6f672e3030303030374d010269640300013f000101080001090207030000c03f0400000000000002c00502616206ea0f0c02010203c8030701010203040500"),
             ("ghosts-1", "010473686f70065f745f67686f0174010d62696e6c6f672e3030303030376317414c544552205441424c45207420414444206320494e540473686f7080e2cfaa06010c018080010180808001010201012d2de00101062b30323a303001000001"),
             ("ddl-pending-1", "0d62696e6c6f672e30303030303708"),
+            ("full-done-1", "03e807"),
         ];
         let got: Vec<(&str, String)> = pinned().into_iter().map(|(t, b)| (t, hex(&b))).collect();
         assert_eq!(
@@ -1070,6 +1163,62 @@ mod tests {
         s.clear_full_load("j").unwrap();
         assert!(s.chunks("j", "db.t").unwrap().is_empty());
         assert_eq!(s.chunks("j2", "db.t").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn chunk_counts_follow_every_chunk_and_survive_the_v3_migration() {
+        let dir = tmp();
+        let n = 2000u32;
+        let chunk = |done: bool, rows: u64| Chunk {
+            lower: None,
+            upper: None,
+            done,
+            rows,
+        };
+        let plan = TablePlan {
+            chunks: n,
+            keyless: false,
+            rows_estimate: 0,
+            done: false,
+            snapshot: None,
+        };
+        {
+            let s = Store::open(dir.path()).expect("open");
+            let chunks: Vec<Chunk> = (0..n).map(|_| chunk(false, 0)).collect();
+            s.put_table_plan("j", "db.t", &plan, &chunks).unwrap();
+            // Out of order, one twice (a re-copy after a retry).
+            for i in (0..n - 1).rev() {
+                assert!(!s.chunk_done("j", "db.t", i, 2, None).unwrap());
+            }
+            assert!(!s.chunk_done("j", "db.t", 5, 4, None).unwrap());
+            let done = s.chunks_done("j", "db.t").unwrap();
+            assert_eq!((done.chunks, done.rows), (n - 1, u64::from(n - 1) * 2 + 2));
+            assert_eq!(
+                s.next_chunk("j", "db.t", 0).unwrap().map(|c| c.0),
+                Some(n - 1)
+            );
+            assert_eq!(s.full_progress("j").unwrap()[0].rows_done, done.rows);
+            // As a format 3 file was: no counts.
+            let tx = s.db.begin_write().unwrap();
+            tx.open_table(FULL_DONE)
+                .unwrap()
+                .remove(("j", "db.t"))
+                .unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("format_version", 3u32.to_le_bytes().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = Store::open(dir.path()).expect("migrated");
+        let done = s.chunks_done("j", "db.t").unwrap();
+        assert_eq!((done.chunks, done.rows), (n - 1, u64::from(n - 1) * 2 + 2));
+        assert!(
+            s.chunk_done("j", "db.t", n - 1, 1, None).unwrap(),
+            "the last one finishes it"
+        );
+        assert!(s.table_plan("j", "db.t").unwrap().unwrap().done);
+        assert_eq!(s.next_chunk("j", "db.t", 0).unwrap(), None);
     }
 
     #[test]
