@@ -15,7 +15,18 @@
 //!
 //! Every run is stored in the state ([`VerifyRun`]).
 
+mod compare;
+mod counts;
 pub mod repair;
+mod report;
+mod table_sql;
+
+pub(crate) use compare::diff_rows;
+use compare::{diff_multiset, first_u64, sum_of, text, Sum};
+pub use counts::counts;
+pub use report::{render_key, summary, to_proto};
+use table_sql::Range;
+pub(crate) use table_sql::{Side, TableSql};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,13 +38,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, Column, ColumnKind, Table};
-use crate::db::{qualified, quote_ident, Connector, DbError};
-use crate::full::{key_bounds, range_condition};
+use crate::catalog::{Catalog, Table};
+use crate::db::{quote_ident, Connector, DbError};
+use crate::full::key_bounds;
 use crate::job::{JobSpec, VerifyLevel};
 use crate::model::BinlogPos;
 use crate::model::RateLimit;
-use crate::model::{now_ms, DiffClass, KeyValue, VerifyDiff, VerifyRun, VerifyTable};
+use crate::model::{now_ms, KeyValue, VerifyDiff, VerifyRun, VerifyTable};
 use crate::source::position;
 use crate::state::{StateError, Store};
 
@@ -129,205 +140,10 @@ impl Verifier {
     }
 }
 
-/// A key range: lower bound exclusive, upper inclusive, `None` open.
-#[derive(Debug, Clone, Default)]
-struct Range {
-    lo: Option<Vec<KeyValue>>,
-    hi: Option<Vec<KeyValue>>,
-}
-
-/// A range reduced to a count and digests.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Sum {
-    rows: u64,
-    xor: u64,
-    /// The SUM of the row hashes (keyless tables only), as decimal text.
-    sum: String,
-}
-
 /// One source and one target session.
 struct Worker {
     src: Conn,
     tgt: Conn,
-}
-
-/// The SQL of one table, for both sides.
-pub(crate) struct TableSql<'t> {
-    pub table: &'t Table,
-    /// The columns read and compared (copied columns, plus any generated
-    /// key column).
-    pub cols: Vec<&'t Column>,
-    /// Positions of the key columns in `cols` (every column when keyless).
-    pub key_idx: Vec<usize>,
-    pub key_cols: Vec<String>,
-    /// The per-row hash expression.
-    hash: String,
-    /// `db`.`table` on the source and on the target.
-    pub src_name: String,
-    pub tgt_name: String,
-    /// `FORCE INDEX (...)`, or nothing for a keyless table.
-    force: String,
-    select_list: String,
-    order: String,
-}
-
-impl<'t> TableSql<'t> {
-    pub(crate) fn new(table: &'t Table) -> TableSql<'t> {
-        let mut cols: Vec<&Column> = table.copied_columns().collect();
-        if let Some(key) = &table.key {
-            for k in &key.columns {
-                if !cols.iter().any(|c| &c.name == k) {
-                    if let Some(c) = table.columns.iter().find(|c| &c.name == k) {
-                        cols.push(c);
-                    }
-                }
-            }
-        }
-        let key_cols: Vec<String> = match &table.key {
-            Some(k) => k.columns.clone(),
-            None => cols.iter().map(|c| c.name.clone()).collect(),
-        };
-        let key_idx = key_cols
-            .iter()
-            .filter_map(|k| cols.iter().position(|c| &c.name == k))
-            .collect();
-        let mut parts: Vec<String> = cols.iter().map(|c| canonical(c)).collect();
-        let nullable: Vec<String> = cols
-            .iter()
-            .filter(|c| c.nullable)
-            .map(|c| format!("ISNULL({})", quote_ident(&c.name)))
-            .collect();
-        if !nullable.is_empty() {
-            parts.push(format!("CONCAT({})", nullable.join(", ")));
-        }
-        let hash = format!("CRC32(CONCAT_WS('#', {}))", parts.join(", "));
-        let force = match &table.key {
-            Some(k) => format!(" FORCE INDEX ({})", quote_ident(&k.index)),
-            None => String::new(),
-        };
-        let quoted: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
-        let order = match &table.key {
-            Some(k) => {
-                let k: Vec<String> = k.columns.iter().map(|c| quote_ident(c)).collect();
-                format!(" ORDER BY {}", k.join(", "))
-            }
-            None => String::new(),
-        };
-        TableSql {
-            table,
-            cols,
-            key_idx,
-            key_cols,
-            hash,
-            src_name: qualified(&table.db, &table.name),
-            tgt_name: qualified(&table.target_db, &table.name),
-            force,
-            select_list: quoted.join(", "),
-            order,
-        }
-    }
-
-    fn keyless(&self) -> bool {
-        self.table.key.is_none()
-    }
-
-    fn name(&self, side: Side) -> &str {
-        match side {
-            Side::Source => &self.src_name,
-            Side::Target => &self.tgt_name,
-        }
-    }
-
-    fn checksum_sql(&self, side: Side, cond: &str) -> String {
-        let sum = match self.keyless() {
-            true => format!(", COALESCE(SUM({}), 0)", self.hash),
-            false => String::new(),
-        };
-        format!(
-            "SELECT COUNT(*), BIT_XOR({}){sum} FROM {}{} WHERE {cond}",
-            self.hash,
-            self.name(side),
-            self.force
-        )
-    }
-
-    pub(crate) fn rows_sql(&self, side: Side, cond: &str) -> String {
-        format!(
-            "SELECT {} FROM {}{} WHERE {cond}{}",
-            self.select_list,
-            self.name(side),
-            self.force,
-            self.order
-        )
-    }
-
-    fn range(&self, r: &Range) -> (String, Vec<Value>) {
-        match &self.table.key {
-            Some(k) => range_condition(&k.columns, r.lo.as_ref(), r.hi.as_ref()),
-            None => ("1".into(), Vec::new()),
-        }
-    }
-
-    /// The key of a fetched row, as bytes to match rows of both sides.
-    fn key_bytes(&self, row: &[Value]) -> Vec<u8> {
-        postcard::to_stdvec(&self.key_of(row)).unwrap_or_default()
-    }
-
-    pub(crate) fn key_of(&self, row: &[Value]) -> Vec<KeyValue> {
-        self.key_idx
-            .iter()
-            .filter_map(|&i| row.get(i))
-            .map(|v| v.clone().into())
-            .collect()
-    }
-
-    /// `key IN (...)` for a batch of keys.
-    pub(crate) fn keys_condition(&self, keys: &[Vec<KeyValue>]) -> (String, Vec<Value>) {
-        let mut params = Vec::new();
-        let cond = if let [col] = self.key_cols.as_slice() {
-            params.extend(keys.iter().filter_map(|k| k.first()).map(Value::from));
-            format!(
-                "{} IN ({})",
-                quote_ident(col),
-                vec!["?"; keys.len()].join(", ")
-            )
-        } else {
-            let one: Vec<String> = self
-                .key_cols
-                .iter()
-                .map(|c| format!("{} = ?", quote_ident(c)))
-                .collect();
-            let one = format!("({})", one.join(" AND "));
-            for k in keys {
-                params.extend(k.iter().map(Value::from));
-            }
-            vec![one; keys.len()].join(" OR ")
-        };
-        (cond, params)
-    }
-}
-
-/// A column's value in the canonical row encoding. Text is compared as
-/// its utf8mb4 bytes, so a case or trailing-space difference counts.
-fn canonical(c: &Column) -> String {
-    let q = quote_ident(&c.name);
-    let texty = matches!(
-        c.data_type.as_str(),
-        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext"
-    );
-    match (c.kind, c.charset.as_deref()) {
-        (ColumnKind::Text, Some("utf8mb4")) if texty => format!("{q} COLLATE utf8mb4_bin"),
-        (ColumnKind::Text, Some(cs)) if texty && cs != "binary" => {
-            format!("CONVERT({q} USING utf8mb4) COLLATE utf8mb4_bin")
-        }
-        _ => q,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    Source,
-    Target,
 }
 
 impl Verifier {
@@ -963,269 +779,15 @@ pub(crate) async fn fetch(
         true => Params::Empty,
         false => Params::Positional(params),
     };
-    let rows: Vec<mysql_async::Row> = conn
-        .exec(sql.as_str(), params)
-        .await
-        .map_err(connector.query_err(format!("verifying: {}", clip(&sql, 200))))?;
+    let rows: Vec<mysql_async::Row> = conn.exec(sql.as_str(), params).await.map_err(
+        connector.query_err(format!("verifying: {}", crate::model::truncate(&sql, 200))),
+    )?;
     Ok(rows.into_iter().map(|r| r.unwrap()).collect())
-}
-
-fn clip(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
-fn first_u64(rows: &[Vec<Value>]) -> u64 {
-    rows.first()
-        .and_then(|r| r.first())
-        .and_then(|v| mysql_async::from_value_opt::<u64>(v.clone()).ok())
-        .unwrap_or(0)
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Int(i) => i.to_string(),
-        Value::UInt(u) => u.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn sum_of(rows: &[Vec<Value>]) -> Sum {
-    let Some(r) = rows.first() else {
-        return Sum::default();
-    };
-    let num = |i: usize| {
-        r.get(i)
-            .and_then(|v| mysql_async::from_value_opt::<u64>(v.clone()).ok())
-            .unwrap_or(0)
-    };
-    Sum {
-        rows: num(0),
-        xor: num(1),
-        sum: r.get(2).map(text).unwrap_or_default(),
-    }
-}
-
-/// Rows of a keyed table from both sides, matched by key.
-pub(crate) fn diff_rows(
-    ts: &TableSql<'_>,
-    source: Vec<Vec<Value>>,
-    target: Vec<Vec<Value>>,
-) -> Vec<VerifyDiff> {
-    let mut on_target: HashMap<Vec<u8>, Vec<Value>> =
-        target.into_iter().map(|r| (ts.key_bytes(&r), r)).collect();
-    let mut out = Vec::new();
-    for s in source {
-        let diff = |class, columns| VerifyDiff {
-            class,
-            key: ts.key_of(&s),
-            columns,
-            copies: 1,
-        };
-        match on_target.remove(&ts.key_bytes(&s)) {
-            None => out.push(diff(DiffClass::Missing, Vec::new())),
-            Some(t) if t != s => {
-                let columns = ts
-                    .cols
-                    .iter()
-                    .zip(s.iter().zip(&t))
-                    .filter(|(_, (a, b))| a != b)
-                    .map(|(c, _)| c.name.clone())
-                    .collect();
-                out.push(diff(DiffClass::Different, columns));
-            }
-            Some(_) => {}
-        }
-    }
-    let mut extra: Vec<(Vec<u8>, Vec<Value>)> = on_target.into_iter().collect();
-    extra.sort_by(|a, b| a.0.cmp(&b.0));
-    out.extend(extra.into_iter().map(|(_, t)| VerifyDiff {
-        class: DiffClass::Extra,
-        key: ts.key_of(&t),
-        columns: Vec::new(),
-        copies: 1,
-    }));
-    out
-}
-
-/// Rows of a keyless table from both sides, compared as multisets.
-fn diff_multiset(
-    ts: &TableSql<'_>,
-    source: Vec<Vec<Value>>,
-    target: Vec<Vec<Value>>,
-) -> Vec<VerifyDiff> {
-    let mut counts: HashMap<Vec<u8>, (i64, Vec<Value>)> = HashMap::new();
-    for (rows, d) in [(source, 1), (target, -1)] {
-        for r in rows {
-            counts.entry(ts.key_bytes(&r)).or_insert((0, r)).0 += d;
-        }
-    }
-    let mut out: Vec<(Vec<u8>, VerifyDiff)> = counts
-        .into_iter()
-        .filter(|(_, (n, _))| *n != 0)
-        .map(|(k, (n, r))| {
-            let d = VerifyDiff {
-                class: if n > 0 {
-                    DiffClass::Missing
-                } else {
-                    DiffClass::Extra
-                },
-                key: ts.key_of(&r),
-                columns: Vec::new(),
-                copies: n.unsigned_abs(),
-            };
-            (k, d)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out.into_iter().map(|(_, d)| d).collect()
-}
-
-/// A key as `col=value` pairs, for people.
-pub fn render_key(columns: &[String], key: &[KeyValue]) -> String {
-    let parts: Vec<String> = columns
-        .iter()
-        .zip(key)
-        .map(|(c, v)| format!("{c}={}", render_value(v)))
-        .collect();
-    parts.join(",")
-}
-
-fn render_value(v: &KeyValue) -> String {
-    match v {
-        KeyValue::Null => "NULL".into(),
-        KeyValue::Int(i) => i.to_string(),
-        KeyValue::UInt(u) => u.to_string(),
-        KeyValue::Float(f) => f.to_string(),
-        KeyValue::Double(d) => d.to_string(),
-        KeyValue::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(s) => format!("{:?}", clip(s, 40)),
-            Err(_) => {
-                let hex: String = b.iter().take(20).map(|b| format!("{b:02x}")).collect();
-                format!("0x{hex}{}", if b.len() > 20 { "..." } else { "" })
-            }
-        },
-        KeyValue::Date(y, mo, d, h, mi, s, us) => {
-            format!("'{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}'")
-        }
-        KeyValue::Time(neg, d, h, mi, s, us) => format!(
-            "'{}{}:{mi:02}:{s:02}.{us:06}'",
-            if *neg { "-" } else { "" },
-            u64::from(*d) * 24 + u64::from(*h)
-        ),
-    }
-}
-
-/// One line for the job's event log and the terminal.
-pub fn summary(run: &VerifyRun) -> String {
-    let how = format!(
-        "verify ({}{})",
-        run.level,
-        if run.online { ", online" } else { "" }
-    );
-    if let Some(e) = &run.error {
-        return format!("{how} did not finish: {e}");
-    }
-    let bad: Vec<&VerifyTable> = run.tables.iter().filter(|t| !t.ok()).collect();
-    if bad.is_empty() {
-        return format!("{how}: {} tables equal", run.tables.len());
-    }
-    let rows: u64 = bad.iter().flat_map(|t| &t.diffs).map(|d| d.copies).sum();
-    let names: Vec<&str> = bad.iter().take(3).map(|t| t.table.as_str()).collect();
-    format!(
-        "{how}: DIFFERENCES in {} of {} tables ({}{}), {rows}{} rows named",
-        bad.len(),
-        run.tables.len(),
-        names.join(", "),
-        if bad.len() > 3 { ", ..." } else { "" },
-        if bad.iter().any(|t| t.truncated) {
-            "+"
-        } else {
-            ""
-        }
-    )
-}
-
-/// A stored run in the status model's shape.
-pub fn to_proto(run: &VerifyRun) -> ferry_proto::Verification {
-    ferry_proto::Verification {
-        started_ms: run.started_ms,
-        finished_ms: run.finished_ms,
-        level: run.level.clone(),
-        trigger: run.trigger.clone(),
-        online: run.online,
-        ok: run.ok(),
-        error: run.error.clone(),
-        note: run.note.clone(),
-        tables: run
-            .tables
-            .iter()
-            .map(|t| ferry_proto::VerifyTable {
-                table: t.table.clone(),
-                target: t.target.clone(),
-                source_rows: t.source_rows,
-                target_rows: t.target_rows,
-                chunks: t.chunks,
-                chunks_differing: t.chunks_differing,
-                ok: t.ok(),
-                truncated: t.truncated,
-                duration_ms: t.duration_ms,
-                diffs: t
-                    .diffs
-                    .iter()
-                    .map(|d| ferry_proto::VerifyDiff {
-                        class: d.class.as_str().into(),
-                        key: render_key(&t.key_columns, &d.key),
-                        columns: d.columns.clone(),
-                        copies: d.copies,
-                    })
-                    .collect(),
-            })
-            .collect(),
-        repair: run.repair.as_ref().map(|r| ferry_proto::Repair {
-            file: r.file.clone(),
-            statements: r.statements,
-            applied: r.applied,
-            still_differing: r.still_differing,
-        }),
-    }
-}
-
-/// Rows of every selected table on the source and on the target, as
-/// (`db.table` on the source, source rows, target rows): the cutover's
-/// check. The tables are read from the source now, so tables created since
-/// the job started count.
-pub async fn counts(
-    job: &JobSpec,
-    source: &Connector,
-    target: &Connector,
-) -> Result<Vec<(String, u64, u64)>, DbError> {
-    let catalog = Catalog::read(job, source).await?;
-    let mut s = source.connect().await?;
-    let mut t = target.connect().await?;
-    let mut out = Vec::with_capacity(catalog.tables.len());
-    for table in &catalog.tables {
-        let count = |db: &str| format!("SELECT COUNT(*) FROM {}", qualified(db, &table.name));
-        let on_source: Option<u64> = s
-            .query_first(count(&table.db))
-            .await
-            .map_err(source.query_err(format!("counting {}", table.id())))?;
-        let on_target: Option<u64> = t
-            .query_first(count(&table.target_db))
-            .await
-            .map_err(target.query_err(format!("counting {}", table.id())))?;
-        out.push((table.id(), on_source.unwrap_or(0), on_target.unwrap_or(0)));
-    }
-    let _ = s.disconnect().await;
-    let _ = t.disconnect().await;
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::report::render_value;
     use super::*;
 
     #[test]
