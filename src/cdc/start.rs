@@ -6,7 +6,7 @@ use tracing::info;
 
 use crate::db::Connector;
 use crate::job::{CdcStart, JobSpec};
-use crate::model::{now_ms, Checkpoint};
+use crate::model::Checkpoint;
 use crate::source::position;
 use crate::state::Store;
 
@@ -51,12 +51,7 @@ pub async fn record_start(
     }
     let _ = t.disconnect().await;
     let (position, gtid) = start_position(job, source).await?;
-    let cp = Checkpoint {
-        position,
-        gtid,
-        unix_ms: now_ms(),
-        safe_until: None,
-    };
+    let cp = Checkpoint::start(position, gtid);
     store.put_checkpoint(&job.name, &cp)?;
     info!(at = %cp.position, "CDC start position recorded");
     Ok(cp)

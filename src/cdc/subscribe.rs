@@ -135,12 +135,7 @@ pub async fn run(
                 }
                 false => start_position(job, source).await?,
             };
-            let cp = Checkpoint {
-                position,
-                gtid,
-                unix_ms: now_ms(),
-                safe_until: None,
-            };
+            let cp = Checkpoint::start(position, gtid);
             store.put_checkpoint(&job.name, &cp)?;
             info!(at = %cp.position, "subscription starts");
             cp

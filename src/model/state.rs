@@ -136,6 +136,18 @@ pub struct Checkpoint {
     pub safe_until: Option<BinlogPos>,
 }
 
+impl Checkpoint {
+    /// Where CDC starts: `position`, recorded now, no hand-over window yet.
+    pub fn start(position: BinlogPos, gtid: Option<String>) -> Checkpoint {
+        Checkpoint {
+            position,
+            gtid,
+            unix_ms: crate::model::now_ms(),
+            safe_until: None,
+        }
+    }
+}
+
 /// One point of a CDC job's history, for status and sparklines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CdcSample {

@@ -113,10 +113,7 @@ rename = "{db}_dst"
 }
 
 fn status(state: &std::path::Path, job: &str) -> ferry_proto::Job {
-    let out = crate::run(ferry(state).args(["status", job, "--json"]));
-    let s: ferry_proto::Status = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", text(&out)));
-    s.jobs.into_iter().next().expect("the job")
+    job_status(state, job).expect("the job")
 }
 
 #[test]

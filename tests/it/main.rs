@@ -112,6 +112,38 @@ pub fn ferry(state: &Path) -> Command {
     c
 }
 
+/// A job's status from `ferry status JOB --json`, `None` before the state
+/// knows the job.
+pub fn job_status(state: &Path, job: &str) -> Option<ferry_proto::Job> {
+    let out = run(ferry(state).args(["status", job, "--json"]));
+    if out.stdout.is_empty() {
+        return None;
+    }
+    let s: ferry_proto::Status = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", text(&out)));
+    s.jobs.into_iter().next()
+}
+
+/// `ferry run JOB` in the background, its output piped.
+pub fn spawn_run(state: &Path, job: &Path) -> std::process::Child {
+    ferry(state)
+        .arg("run")
+        .arg(job)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferry")
+}
+
+/// The rows a full load's summary says this run copied.
+pub fn copied_by_this_run(log: &str) -> u64 {
+    log.split("rows (")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in:\n{log}"))
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("ferry runs")
 }

@@ -1,9 +1,9 @@
 //! Crash and stop in the middle of a full load: kill -9 (twice), SIGTERM,
 //! a second runner on the same state; then resume and compare.
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cdc::signal;
 use crate::*;
 
 /// A source database of ~52k rows: keyed, composite-keyed and keyless.
@@ -53,16 +53,6 @@ fn job_on(
     write_job(dir, &text)
 }
 
-fn spawn(state: &std::path::Path, job: &std::path::Path) -> Child {
-    ferry(state)
-        .arg("run")
-        .arg(job)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ferry")
-}
-
 fn target_rows(db: &str) -> u64 {
     rows_on(&shared().1, db)
 }
@@ -80,16 +70,6 @@ fn rows_on(target: &Server, db: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig}");
-}
-
 #[test]
 fn kill_9_twice_then_resume_copies_each_chunk_once() {
     let dst = prepare("crash");
@@ -97,7 +77,7 @@ fn kill_9_twice_then_resume_copies_each_chunk_once() {
     let state = tmp.path().join("state");
     let job = job(tmp.path(), "crash", "crash", 15000);
     for threshold in [4000, 12000] {
-        let mut child = spawn(&state, &job);
+        let mut child = spawn_run(&state, &job);
         wait_until(Duration::from_secs(60), "rows on the target", || {
             target_rows(&dst) >= threshold
         });
@@ -115,12 +95,7 @@ fn kill_9_twice_then_resume_copies_each_chunk_once() {
     let (source, target) = shared();
     assert_same(source, "crash_src", target, &dst, None);
     // Finished chunks were not copied again: this run copied less than all.
-    let copied: u64 = log
-        .split("rows (")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary in:\n{log}"));
+    let copied = copied_by_this_run(&log);
     assert!(copied < 52000, "copied {copied} rows again:\n{log}");
     // Running the finished job again does nothing.
     let again = run(ferry(&state).arg("run").arg(&job));
@@ -134,7 +109,7 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
     let tmp = temp_dir("term");
     let state = tmp.path().join("state");
     let job = job(tmp.path(), "term", "term", 10000);
-    let mut child = spawn(&state, &job);
+    let mut child = spawn_run(&state, &job);
     wait_until(Duration::from_secs(60), "rows on the target", || {
         target_rows(&dst) >= 2000
     });
@@ -189,7 +164,7 @@ fn dropped_connections_are_retried_and_nothing_is_lost() {
     let tmp = temp_dir("drop");
     let state = tmp.path().join("state");
     let job = job_on(source, target, tmp.path(), "drop", "drop", 20000);
-    let mut child = spawn(&state, &job);
+    let mut child = spawn_run(&state, &job);
     wait_until(Duration::from_secs(60), "rows on the target", || {
         rows_on(target, &dst) >= 3000
     });

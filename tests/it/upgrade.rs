@@ -12,9 +12,10 @@
 //! release beside it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use crate::cdc::signal;
 use crate::server::Options;
 use crate::*;
 
@@ -124,16 +125,6 @@ fn job_file(dir: &Path, name: &str, source: &Server, target: &Server) -> PathBuf
     path
 }
 
-fn spawn(state: &Path, job: &Path) -> Child {
-    ferry(state)
-        .arg("run")
-        .arg(job)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ferry")
-}
-
 fn head(source: &Server) -> String {
     source
         .sql("SHOW MASTER STATUS")
@@ -171,28 +162,8 @@ fn gunzip(from: &Path, to: &Path) {
     assert!(ok, "gzip -dc {}", from.display());
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig}");
-}
-
 fn job_state(state: &Path, job: &str) -> String {
-    let out = run(ferry(state).args(["status", job, "--json"]));
-    if out.stdout.is_empty() {
-        return String::new(); // not registered yet
-    }
-    let s: ferry_proto::Status = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status JSON: {e}\n{}", text(&out)));
-    s.jobs
-        .into_iter()
-        .next()
-        .map(|j| j.state)
-        .unwrap_or_default()
+    job_status(state, job).map(|j| j.state).unwrap_or_default()
 }
 
 fn count(server: &Server, table: &str) -> u64 {
@@ -225,7 +196,7 @@ fn make_upgrade_fixture() {
 
     // A full load killed halfway.
     let full = job_file(tmp.path(), "full", &source, &target);
-    let mut child = spawn(&state, &full);
+    let mut child = spawn_run(&state, &full);
     wait_until(Duration::from_secs(120), "half of upf_dst.big", || {
         count(&target, "upf_dst.big") >= 12000
     });
@@ -238,7 +209,7 @@ fn make_upgrade_fixture() {
 
     // A sync job stopped while following the binlog.
     let sync = job_file(tmp.path(), "sync", &source, &target);
-    let mut child = spawn(&state, &sync);
+    let mut child = spawn_run(&state, &sync);
     wait_until(Duration::from_secs(120), "the sync job to follow", || {
         job_state(&state, "upgrade-sync") == "syncing"
     });
@@ -313,18 +284,13 @@ fn a_state_file_of_the_previous_release_resumes_its_jobs() {
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert_same(&source, "upf_src", &target, "upf_dst", None);
-    let copied: u64 = log
-        .split("rows (")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary in:\n{log}"));
+    let copied = copied_by_this_run(&log);
     assert!(copied < 41000, "copied {copied} rows again:\n{log}");
 
     // The sync job resumes from its checkpoint: later changes arrive, and
     // the ones before the upgrade are not lost or applied twice.
     let sync = job_file(tmp.path(), "sync", &source, &target);
-    let mut child = spawn(&state, &sync);
+    let mut child = spawn_run(&state, &sync);
     source.sql(LATER);
     wait_until(
         Duration::from_secs(90),
