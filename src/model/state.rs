@@ -142,7 +142,7 @@ impl Checkpoint {
         Checkpoint {
             position,
             gtid,
-            unix_ms: crate::model::now_ms(),
+            unix_ms: super::clock::now_ms(),
             safe_until: None,
         }
     }
