@@ -76,6 +76,16 @@ impl Report {
     fn pass(&mut self, what: &str, message: impl Into<String>) {
         self.push(Status::Pass, what, message, None);
     }
+
+    /// Passes, or fails with the grants `user` lacks as the fix.
+    fn privileges(&mut self, what: &str, user: &str, missing: &[String]) {
+        if missing.is_empty() {
+            self.pass(what, format!("{user} has what the job needs"));
+        } else {
+            let fix = Some(missing.join("\n"));
+            self.push(Status::Fail, what, format!("{user} lacks privileges"), fix);
+        }
+    }
 }
 
 /// Runs every check of `job`. Errors that stop a check are items, not
@@ -334,19 +344,7 @@ async fn source_checks(
             missing.push(format!("GRANT {} ON *.* TO {};", m.join(", "), grants.user));
         }
     }
-    if missing.is_empty() {
-        r.pass(
-            "source.privileges",
-            format!("{} has what the job needs", grants.user),
-        );
-    } else {
-        r.push(
-            Status::Fail,
-            "source.privileges",
-            format!("{} lacks privileges", grants.user),
-            Some(missing.join("\n")),
-        );
-    }
+    r.privileges("source.privileges", &grants.user, &missing);
 
     // Binlog settings.
     let required = [
@@ -557,19 +555,7 @@ async fn target_checks(
             ));
         }
     }
-    if missing.is_empty() {
-        r.pass(
-            "target.privileges",
-            format!("{} has what the job needs", grants.user),
-        );
-    } else {
-        r.push(
-            Status::Fail,
-            "target.privileges",
-            format!("{} lacks privileges", grants.user),
-            Some(missing.join("\n")),
-        );
-    }
+    r.privileges("target.privileges", &grants.user, &missing);
 
     // Target databases: present, or creatable (covered by CREATE above).
     let mut present = Vec::new();
