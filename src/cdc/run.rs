@@ -118,9 +118,15 @@ pub async fn run(
                 Next::Wake | Next::Stop => Ok(()),
             }
         };
-        tokio::select! {
-            r = step => r?,
+        let failed = tokio::select! {
+            r = step => r.err(),
             _ = cancel.cancelled() => return stop(&mut engine, &mut stats, &reader).await,
+        };
+        if let Some(e) = failed {
+            // Nothing of this attempt may commit behind the next one's
+            // back: what still runs on the target is killed.
+            engine::Target::abandon(&mut engine.target).await;
+            return Err(e);
         }
         if stats.due() {
             stats.sample(&engine.cp, &reader, engine.rows).await;

@@ -91,24 +91,16 @@ impl Proxy {
 
 /// A job file whose source or target is reached through `proxy`.
 fn job_via(name: &str, server_id: u32, db: &str, source_port: u16, target_port: u16) -> String {
-    format!(
-        r#"name = "{name}"
-mode = "sync"
-[source]
-host = "127.0.0.1"
-port = {source_port}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-server_id = {server_id}
-[target]
-host = "127.0.0.1"
-port = {target_port}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "{db}"
-rename = "{db}_dst"
-"#
+    let (s, t) = (source_port.to_string(), target_port.to_string());
+    job_template(
+        name,
+        "sync",
+        Some(server_id),
+        db,
+        &format!("{db}_dst"),
+        "",
+        &s,
+        &t,
     )
 }
 

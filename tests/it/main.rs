@@ -68,6 +68,23 @@ pub fn job_toml(
     source: &Server,
     target_port: u16,
 ) -> String {
+    let ports = (source.port.to_string(), target_port.to_string());
+    job_template(name, mode, server_id, db, rename, extra, &ports.0, &ports.1)
+}
+
+/// [`job_toml`] with the ports as given (a number, or a `{source_port}`
+/// placeholder for [`job_text`]).
+#[allow(clippy::too_many_arguments)]
+pub fn job_template(
+    name: &str,
+    mode: &str,
+    server_id: Option<u32>,
+    db: &str,
+    rename: &str,
+    extra: &str,
+    source_port: &str,
+    target_port: &str,
+) -> String {
     let server_id = server_id
         .map(|id| format!("server_id = {id}\n"))
         .unwrap_or_default();
@@ -76,7 +93,7 @@ pub fn job_toml(
 mode = "{mode}"
 [source]
 host = "127.0.0.1"
-port = {}
+port = {source_port}
 user = "ferry"
 password_env = "FERRY_SRC_PASSWORD"
 {server_id}[target]
@@ -88,8 +105,7 @@ password_env = "FERRY_DST_PASSWORD"
 database = "{db}"
 rename = "{rename}"
 {extra}
-"#,
-        source.port
+"#
     )
 }
 

@@ -55,45 +55,6 @@ DELETE FROM up_src.notes WHERE k = 'n8';
 INSERT INTO up_src.notes VALUES ('n999', 'fresh');
 ";
 
-const FULL_JOB: &str = r#"name = "upgrade-full"
-mode = "full"
-[source]
-host = "127.0.0.1"
-port = {source_port}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-[target]
-host = "127.0.0.1"
-port = {target_port}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "upf_src"
-rename = "upf_dst"
-[full]
-threads = 2
-chunk_rows = 1000
-rows_per_sec = 8000
-"#;
-
-const SYNC_JOB: &str = r#"name = "upgrade-sync"
-mode = "sync"
-[source]
-host = "127.0.0.1"
-port = {source_port}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-server_id = 4242
-[target]
-host = "127.0.0.1"
-port = {target_port}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "up_src"
-rename = "up_dst"
-"#;
-
 /// The release whose state file the test opens (see its README).
 const RELEASE: &str = "format-3";
 
@@ -190,7 +151,37 @@ fn make_upgrade_fixture() {
     source.sql(SETUP);
     let tmp = temp_dir("upgrade-make");
     let state = tmp.path().join("state");
-    for (name, template) in [("full", FULL_JOB), ("sync", SYNC_JOB)] {
+    let ports = ("{source_port}", "{target_port}");
+    let full = "[full]\nthreads = 2\nchunk_rows = 1000\nrows_per_sec = 8000";
+    let templates = [
+        (
+            "full",
+            job_template(
+                "upgrade-full",
+                "full",
+                None,
+                "upf_src",
+                "upf_dst",
+                full,
+                ports.0,
+                ports.1,
+            ),
+        ),
+        (
+            "sync",
+            job_template(
+                "upgrade-sync",
+                "sync",
+                Some(4242),
+                "up_src",
+                "up_dst",
+                "",
+                ports.0,
+                ports.1,
+            ),
+        ),
+    ];
+    for (name, template) in templates {
         std::fs::write(out_dir.join(format!("{name}.toml")), template).expect("job template");
     }
 
