@@ -591,11 +591,9 @@ async fn copy_group(
         .await
         .map_err(load.source.query_err("opening a consistent snapshot"))?;
     let snapshot = crate::source::position::snapshot(load.source, &mut src).await?;
-    if dst.is_none() {
-        *dst = Some(load.target.connect().await?);
-    }
-    let Some(dst) = dst.as_mut() else {
-        unreachable!("the connection was just opened")
+    let dst = match dst {
+        Some(conn) => conn,
+        None => dst.insert(load.target.connect().await?),
     };
     let ends = load.ends();
     for (planned, progress) in &group.tables {

@@ -12,6 +12,9 @@
         clippy::unwrap_used,
         clippy::expect_used,
         clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
         clippy::indexing_slicing,
         clippy::print_stdout,
         clippy::print_stderr
