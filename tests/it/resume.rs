@@ -196,3 +196,30 @@ fn dropped_connections_are_retried_and_nothing_is_lost() {
     );
     assert_same(source, "drop_src", target, &dst, None);
 }
+
+#[test]
+fn a_load_resumed_after_its_key_changed_stops_with_what_to_do() {
+    let dst = prepare("keychg");
+    let tmp = temp_dir("keychg");
+    let state = tmp.path().join("state");
+    let job = job(tmp.path(), "keychg", "keychg", 10000);
+    let mut child = spawn_run(&state, &job);
+    wait_until(Duration::from_secs(60), "rows on the target", || {
+        target_rows(&dst) >= 4000
+    });
+    signal(&child, "KILL");
+    let _ = child.wait();
+    assert!(target_rows(&dst) < 30000, "the load finished; slow it down");
+    // The chunk bounds were planned on `id`; the key is now (id, n).
+    let (source, _) = shared();
+    source.sql("ALTER TABLE keychg_src.big DROP PRIMARY KEY, ADD PRIMARY KEY (id, n)");
+    let out = run(ferry(&state).arg("run").arg(&job));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("chunk key of keychg_src.big has 2 column(s) now, its load was planned on 1")
+            && log.contains("new name or --state dir"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
