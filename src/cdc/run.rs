@@ -118,10 +118,23 @@ pub async fn run(
                 Next::Wake | Next::Stop => Ok(()),
             }
         };
-        let failed = tokio::select! {
-            r = step => r.err(),
-            _ = cancel.cancelled() => return stop(&mut engine, &mut stats, &reader).await,
+        let (failed, stopping) = {
+            tokio::pin!(step);
+            tokio::select! {
+                r = &mut step => (r.err(), false),
+                // The change at hand (a DDL, a batch) may still finish
+                // within the grace; then the stop.
+                _ = cancel.cancelled() => {
+                    if let Ok(Err(e)) = tokio::time::timeout(STOP_GRACE, &mut step).await {
+                        warn!(error = %e, "the last change failed while stopping");
+                    }
+                    (None, true)
+                }
+            }
         };
+        if stopping {
+            return stop(&mut engine, &mut stats, &reader).await;
+        }
         if let Some(e) = failed {
             // Nothing of this attempt may commit behind the next one's
             // back: what still runs on the target is killed.
@@ -134,8 +147,10 @@ pub async fn run(
     }
 }
 
-/// How long a stop lets the batch in flight finish before killing it.
-const STOP_GRACE: Duration = Duration::from_secs(4);
+/// How long a stop lets the change at hand, then the batch in flight,
+/// finish before killing what still runs (twice this stays within the
+/// runner's stop deadline).
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// A stop: the batch in flight may finish (then its position is
 /// checkpointed); after [`STOP_GRACE`] it is killed on the target, and
