@@ -10,13 +10,15 @@ mod progress;
 mod rate;
 mod session;
 mod state;
+mod text;
 mod xa;
 
-pub use clock::{now_ms, truncate};
+pub use clock::now_ms;
 pub use ghost::{Ghost, GhostStatement, Ghosts};
 pub use position::BinlogPos;
 pub use progress::TableProgress;
 pub use rate::RateLimit;
 pub use session::SessionContext;
 pub use state::*;
+pub use text::truncate;
 pub use xa::*;
