@@ -105,7 +105,7 @@ pub async fn run(
             return stop(&mut engine, &mut stats, &reader).await;
         }
         // A change being applied may wait on the target (a lock, a long
-        // DDL): a stop does not wait for it.
+        // DDL): a stop gives it STOP_GRACE, no more.
         let step = async {
             match next {
                 Next::Change(c) => engine.handle(c?).await,
