@@ -196,6 +196,15 @@ impl Connector {
         Ok(b.into())
     }
 
+    /// Ends session `id` on this server (its transaction rolls back, its
+    /// locks are released), when the server can be reached.
+    pub async fn kill_session(&self, id: u32) {
+        if let Ok(mut c) = self.connect().await {
+            let _ = c.query_drop(format!("KILL {id}")).await;
+            let _ = c.disconnect().await;
+        }
+    }
+
     /// Opens a session with Ferry's settings.
     pub async fn connect(&self) -> Result<Conn> {
         // A server behind a dead network path may accept the TCP connection

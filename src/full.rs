@@ -144,14 +144,13 @@ pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
             None => {
                 let chunks = split(load, t).await?;
                 let plan = TablePlan {
-                    chunks: chunks.len() as u32,
+                    chunks,
                     keyless: t.key.is_none(),
                     rows_estimate: t.rows_estimate,
                     done: false,
                     snapshot: None,
                 };
-                load.store
-                    .put_table_plan(&load.job.name, &id, &plan, &chunks)?;
+                load.store.finish_table_plan(&load.job.name, &id, &plan)?;
                 plan
             }
         };
@@ -185,53 +184,109 @@ pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
     Ok(out)
 }
 
-/// Chunk boundaries along the table's key: every `chunk_rows`-th key.
-async fn split(load: &Load<'_>, t: &Table) -> Result<Vec<Chunk>> {
-    let open = Chunk {
-        lower: None,
-        upper: None,
-        done: false,
-        rows: 0,
-    };
+/// Chunks written to the state per transaction while a table is planned.
+const PLAN_BATCH: usize = 1000;
+
+/// Plans `t` into the state, chunk boundaries along its key (every
+/// `chunk_rows`-th key), a batch at a time so a table of any size is
+/// planned in the same memory; returns how many chunks.
+async fn split(load: &Load<'_>, t: &Table) -> Result<u32> {
+    let (job, id) = (&load.job.name, t.id());
+    load.store.begin_table_plan(job, &id)?;
     let Some(key) = &t.key else {
-        return Ok(vec![open]);
+        let open = Chunk {
+            lower: None,
+            upper: None,
+            done: false,
+            rows: 0,
+        };
+        load.store.put_chunks(job, &id, 0, &[open])?;
+        return Ok(1);
     };
+    let mut batch = Vec::with_capacity(PLAN_BATCH);
     // Always split, even when the statistics say the table is small: they
     // can be far off, and one chunk is one target transaction.
     let mut conn = load.source.connect().await?;
-    let bounds = key_bounds(
-        &mut conn,
-        load.source,
-        t,
-        key,
-        load.job.full.chunk_rows,
-        &load.cancel,
-    )
-    .await?
-    .ok_or(FullError::Cancelled)?;
-    let _ = conn.disconnect().await;
-    let mut chunks = Vec::with_capacity(bounds.len() + 1);
+    let mut walk = KeyWalk::new(t, key, load.job.full.chunk_rows);
+    let mut written = 0u32;
     let mut lower = None;
-    for b in bounds {
-        chunks.push(Chunk {
+    loop {
+        if load.cancel.is_cancelled() {
+            return Err(FullError::Cancelled);
+        }
+        let upper = walk.next(&mut conn, load.source).await?;
+        let last = upper.is_none();
+        batch.push(Chunk {
             lower: lower.take(),
-            upper: Some(b.clone()),
+            upper: upper.clone(),
             done: false,
             rows: 0,
         });
-        lower = Some(b);
+        lower = upper;
+        if last || batch.len() >= PLAN_BATCH {
+            load.store.put_chunks(job, &id, written, &batch)?;
+            written += batch.len() as u32;
+            batch.clear();
+        }
+        if last {
+            let _ = conn.disconnect().await;
+            return Ok(written);
+        }
     }
-    chunks.push(Chunk {
-        lower,
-        upper: None,
-        done: false,
-        rows: 0,
-    });
-    Ok(chunks)
 }
 
-/// Every `n`-th key of `t` along `key`, read from the source in key order:
-/// the upper bounds of chunks of `n` rows. `None` when `cancel` fired.
+/// Every `n`-th key of `t` along `key`, read from the source in key order
+/// (the upper bounds of chunks of `n` rows), one query a bound.
+pub(crate) struct KeyWalk<'a> {
+    t: &'a Table,
+    columns: &'a [String],
+    select: String,
+    order: String,
+    last: Option<Vec<KeyValue>>,
+}
+
+impl<'a> KeyWalk<'a> {
+    pub(crate) fn new(t: &'a Table, key: &'a crate::catalog::ChunkKey, n: u64) -> Self {
+        let cols: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
+        KeyWalk {
+            t,
+            columns: &key.columns,
+            select: format!(
+                "SELECT {} FROM {} FORCE INDEX ({})",
+                cols.join(", "),
+                qualified(&t.db, &t.name),
+                quote_ident(&key.index)
+            ),
+            order: format!(
+                "ORDER BY {} LIMIT 1 OFFSET {}",
+                cols.join(", "),
+                n.max(1) - 1
+            ),
+            last: None,
+        }
+    }
+
+    /// The next bound; `None` past the last key.
+    pub(crate) async fn next(
+        &mut self,
+        conn: &mut Conn,
+        source: &Connector,
+    ) -> Result<Option<Vec<KeyValue>>, crate::db::DbError> {
+        let (cond, params) = match &self.last {
+            Some(last) => range_condition(self.columns, Some(last), None),
+            None => ("1".to_string(), Vec::new()),
+        };
+        let q = format!("{} WHERE {cond} {}", self.select, self.order);
+        let row: Option<mysql_async::Row> = conn
+            .exec_first(q, Params::Positional(params))
+            .await
+            .map_err(source.query_err(format!("splitting {} into chunks", self.t.id())))?;
+        self.last = row.map(|r| r.unwrap().into_iter().map(KeyValue::from).collect());
+        Ok(self.last.clone())
+    }
+}
+
+/// Every bound of a [`KeyWalk`] as a list. `None` when `cancel` fired.
 pub(crate) async fn key_bounds(
     conn: &mut Conn,
     source: &Connector,
@@ -240,34 +295,14 @@ pub(crate) async fn key_bounds(
     n: u64,
     cancel: &CancellationToken,
 ) -> Result<Option<Vec<Vec<KeyValue>>>, crate::db::DbError> {
-    let cols: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
-    let base = format!(
-        "SELECT {} FROM {} FORCE INDEX ({})",
-        cols.join(", "),
-        qualified(&t.db, &t.name),
-        quote_ident(&key.index)
-    );
-    let order = format!(
-        "ORDER BY {} LIMIT 1 OFFSET {}",
-        cols.join(", "),
-        n.max(1) - 1
-    );
-    let mut bounds: Vec<Vec<KeyValue>> = Vec::new();
+    let mut walk = KeyWalk::new(t, key, n);
+    let mut bounds = Vec::new();
     loop {
         if cancel.is_cancelled() {
             return Ok(None);
         }
-        let (cond, params) = match bounds.last() {
-            Some(last) => range_condition(&key.columns, Some(last), None),
-            None => ("1".to_string(), Vec::new()),
-        };
-        let q = format!("{base} WHERE {cond} {order}");
-        let row: Option<mysql_async::Row> = conn
-            .exec_first(q, Params::Positional(params))
-            .await
-            .map_err(source.query_err(format!("splitting {} into chunks", t.id())))?;
-        match row {
-            Some(r) => bounds.push(r.unwrap().into_iter().map(KeyValue::from).collect()),
+        match walk.next(conn, source).await? {
+            Some(b) => bounds.push(b),
             None => return Ok(Some(bounds)),
         }
     }
@@ -745,13 +780,32 @@ async fn copy_chunk(
     }
     let (tx, rx) = mpsc::channel::<Msg>(2);
     let ends = load.ends();
-    let reader = read_chunk(&ends, src, task, packet, tx);
-    let writer = write_batches(&ends, dst, t, rx);
-    let (rows, _) = tokio::try_join!(reader, writer)?;
-    dst.query_drop("COMMIT").await.map_err(
-        load.target
-            .query_err(format!("committing a chunk of {}", t.id)),
-    )?;
+    let session = dst.id();
+    let copy = async {
+        let reader = read_chunk(&ends, src, task, packet, tx);
+        let writer = write_batches(&ends, dst, t, rx);
+        let (rows, _) = tokio::try_join!(reader, writer)?;
+        dst.query_drop("COMMIT").await.map_err(
+            load.target
+                .query_err(format!("committing a chunk of {}", t.id)),
+        )?;
+        Ok::<_, FullError>(rows)
+    };
+    // A chunk that stops short (a stop, or an error on either side) may
+    // leave its writer inside a statement the target holds (a lock wait):
+    // its transaction ends now, on the target, instead of being waited on
+    // (the chunk is not recorded, so it is copied again).
+    let rows = tokio::select! {
+        r = copy => r,
+        () = load.cancel.cancelled() => Err(FullError::Cancelled),
+    };
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            load.target.kill_session(session).await;
+            return Err(e);
+        }
+    };
     let store = load.store.clone();
     let (job, id, index) = (load.job.name.clone(), t.id.clone(), task.index);
     let table_done =

@@ -379,14 +379,14 @@ impl Applier {
     pub async fn abandon(&mut self) {
         if let Some(id) = self.ddl_running.take() {
             self.ddl = None;
-            kill(&self.target, id).await;
+            self.target.kill_session(id).await;
         }
         for lane in &mut self.lanes {
             lane.pending.clear();
             lane.statements = 0;
             if let Some(inflight) = lane.inflight.take() {
                 inflight.task.abort();
-                kill(&lane.target, lane.conn_id).await;
+                lane.target.kill_session(lane.conn_id).await;
                 lane.conn = None;
                 lane.in_txn = false;
             }
@@ -961,6 +961,20 @@ impl Sql {
         self.buf.extend_from_slice(b);
     }
 
+    /// `(v1,v2,...)`: the values of `row`'s columns at `keep`.
+    fn tuple(&mut self, charsets: &HashMap<u16, String>, keep: &[usize], row: &Image) {
+        self.push(b"(");
+        for (n, &i) in keep.iter().enumerate() {
+            if n > 0 {
+                self.push(b",");
+            }
+            if let (Some(c), Some(v)) = (row.columns.get(i), row.values.get(i)) {
+                self.value(charsets, c, v);
+            }
+        }
+        self.push(b")");
+    }
+
     /// A value of `col`: a literal, or a placeholder and its parameter.
     /// A parameter arrives in the session's utf8mb4; a string of another
     /// charset (or of none) is relabelled from binary so its bytes stay
@@ -1128,16 +1142,7 @@ fn insert_into(
         if r > 0 {
             sql.push(b",");
         }
-        sql.push(b"(");
-        for (n, &i) in keep.iter().enumerate() {
-            if n > 0 {
-                sql.push(b",");
-            }
-            if let (Some(c), Some(v)) = (row.columns.get(i), row.values.get(i)) {
-                sql.value(charsets, c, v);
-            }
-        }
-        sql.push(b")");
+        sql.tuple(charsets, &keep, row);
     }
     sql.push(&on_dup);
 }
@@ -1155,37 +1160,30 @@ fn insert_sql(
         return Vec::new();
     };
     let (keep, head, on_dup) = insert_parts(t, generated, first, upsert);
+    let start = || Sql {
+        buf: head.clone(),
+        params: None,
+    };
     let mut out = Vec::new();
-    let mut sql = head.clone();
+    let mut sql = start();
     let mut in_statement = 0;
     for row in rows {
         if in_statement > 0 {
-            sql.push(b',');
+            sql.push(b",");
         }
-        sql.push(b'(');
-        for (n, &i) in keep.iter().enumerate() {
-            if n > 0 {
-                sql.push(b',');
-            }
-            if let (Some(c), Some(v)) = (row.columns.get(i), row.values.get(i)) {
-                literal(&mut sql, charsets, c, v);
-            }
-        }
-        sql.push(b')');
+        sql.tuple(charsets, &keep, row);
         in_statement += 1;
-        if sql.len() > 1 << 20 {
-            sql.extend_from_slice(&on_dup);
-            out.push(std::mem::replace(&mut sql, head.clone()));
+        if sql.buf.len() > 1 << 20 {
+            sql.push(&on_dup);
+            out.push(std::mem::replace(&mut sql, start()));
             in_statement = 0;
         }
     }
     if in_statement > 0 {
-        sql.extend_from_slice(&on_dup);
+        sql.push(&on_dup);
         out.push(sql);
     }
-    out.into_iter()
-        .map(|buf| Sql { buf, params: None })
-        .collect()
+    out
 }
 
 impl Lane {
@@ -1292,7 +1290,7 @@ impl Lane {
                             break joined;
                         }
                         inflight.task.abort();
-                        kill(&self.target, self.conn_id).await;
+                        self.target.kill_session(self.conn_id).await;
                         let at = std::mem::take(&mut inflight.at);
                         self.inflight = None;
                         return Err(CdcError::Apply {
@@ -1357,15 +1355,6 @@ async fn probe(target: &Connector, id: u32) -> Option<DbError> {
              connection died without closing); reconnecting",
             other.unwrap_or("gone")
         ))),
-    }
-}
-
-/// Ends session `id` on the target (its transaction rolls back, its lock
-/// is released), when it can be reached.
-async fn kill(target: &Connector, id: u32) {
-    if let Ok(mut c) = target.connect().await {
-        let _ = c.query_drop(format!("KILL {id}")).await;
-        let _ = c.disconnect().await;
     }
 }
 

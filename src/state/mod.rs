@@ -338,7 +338,9 @@ impl Store {
             .transpose()
     }
 
-    /// Stores a table's plan and its chunks in one transaction.
+    /// Stores a table's plan and its chunks in one transaction (a plan of
+    /// a few chunks; a long one is written with [`Store::begin_table_plan`],
+    /// [`Store::put_chunks`] and [`Store::finish_table_plan`]).
     pub fn put_table_plan(
         &self,
         job: &str,
@@ -347,22 +349,40 @@ impl Store {
         chunks: &[Chunk],
     ) -> Result<()> {
         let tx = self.db.begin_write()?;
-        {
-            let mut c = tx.open_table(FULL_CHUNKS)?;
-            c.retain(|(j, t, _), _| !(j == job && t == table))?;
-            let mut done = ChunksDone::default();
-            for (i, chunk) in chunks.iter().enumerate() {
-                c.insert((job, table, i as u32), encode(chunk)?.as_slice())?;
-                if chunk.done {
-                    done.chunks += 1;
-                    done.rows += chunk.rows;
-                }
-            }
-            tx.open_table(FULL_TABLES)?
-                .insert((job, table), encode(plan)?.as_slice())?;
-            tx.open_table(FULL_DONE)?
-                .insert((job, table), encode(&done)?.as_slice())?;
+        clear_plan(&tx, job, table)?;
+        write_chunks(&tx, job, table, 0, chunks)?;
+        let mut done = ChunksDone::default();
+        for chunk in chunks.iter().filter(|c| c.done) {
+            done.chunks += 1;
+            done.rows += chunk.rows;
         }
+        write_plan(&tx, job, table, plan, &done)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Begins a table's plan written in parts: forgets what an unfinished
+    /// plan of it left. Until [`Store::finish_table_plan`] the table has no
+    /// plan (a crash in between plans it again).
+    pub fn begin_table_plan(&self, job: &str, table: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        clear_plan(&tx, job, table)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Chunks `first..` of a table whose plan is being written.
+    pub fn put_chunks(&self, job: &str, table: &str, first: u32, chunks: &[Chunk]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        write_chunks(&tx, job, table, first, chunks)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The plan of a table whose chunks (none done yet) are written.
+    pub fn finish_table_plan(&self, job: &str, table: &str, plan: &TablePlan) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        write_plan(&tx, job, table, plan, &ChunksDone::default())?;
         tx.commit()?;
         Ok(())
     }
@@ -827,6 +847,43 @@ fn migrate_v3(tx: &redb::WriteTransaction, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes a table's plan, chunks and done count.
+fn clear_plan(tx: &redb::WriteTransaction, job: &str, table: &str) -> Result<()> {
+    tx.open_table(FULL_CHUNKS)?
+        .retain_in((job, table, 0)..=(job, table, u32::MAX), |_, _| false)?;
+    tx.open_table(FULL_TABLES)?.remove((job, table))?;
+    tx.open_table(FULL_DONE)?.remove((job, table))?;
+    Ok(())
+}
+
+fn write_chunks(
+    tx: &redb::WriteTransaction,
+    job: &str,
+    table: &str,
+    first: u32,
+    chunks: &[Chunk],
+) -> Result<()> {
+    let mut c = tx.open_table(FULL_CHUNKS)?;
+    for (i, chunk) in (first..).zip(chunks) {
+        c.insert((job, table, i), encode(chunk)?.as_slice())?;
+    }
+    Ok(())
+}
+
+fn write_plan(
+    tx: &redb::WriteTransaction,
+    job: &str,
+    table: &str,
+    plan: &TablePlan,
+    done: &ChunksDone,
+) -> Result<()> {
+    tx.open_table(FULL_TABLES)?
+        .insert((job, table), encode(plan)?.as_slice())?;
+    tx.open_table(FULL_DONE)?
+        .insert((job, table), encode(done)?.as_slice())?;
+    Ok(())
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(v).map_err(StateError::Encode)
 }
@@ -1163,6 +1220,42 @@ mod tests {
         s.clear_full_load("j").unwrap();
         assert!(s.chunks("j", "db.t").unwrap().is_empty());
         assert_eq!(s.chunks("j2", "db.t").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_plan_written_in_parts_counts_only_once_finished_and_replaces_a_torn_one() {
+        let dir = tmp();
+        let s = Store::open(dir.path()).expect("open");
+        let chunk = |n: i64| Chunk {
+            lower: Some(vec![KeyValue::Int(n)]),
+            upper: Some(vec![KeyValue::Int(n + 1)]),
+            done: false,
+            rows: 0,
+        };
+        let plan = |chunks| TablePlan {
+            chunks,
+            keyless: false,
+            rows_estimate: 0,
+            done: false,
+            snapshot: None,
+        };
+        s.put_table_plan("other", "db.t", &plan(1), &[chunk(0)])
+            .unwrap();
+        // A plan torn by a crash: chunks, no plan.
+        s.begin_table_plan("j", "db.t").unwrap();
+        let batch: Vec<Chunk> = (0..5).map(chunk).collect();
+        s.put_chunks("j", "db.t", 0, &batch).unwrap();
+        assert!(s.table_plan("j", "db.t").unwrap().is_none());
+        // Planned again, in two parts, shorter.
+        s.begin_table_plan("j", "db.t").unwrap();
+        s.put_chunks("j", "db.t", 0, &batch[..2]).unwrap();
+        s.put_chunks("j", "db.t", 2, &[chunk(10)]).unwrap();
+        s.finish_table_plan("j", "db.t", &plan(3)).unwrap();
+        assert_eq!(s.table_plan("j", "db.t").unwrap(), Some(plan(3)));
+        let chunks = s.chunks("j", "db.t").unwrap();
+        assert_eq!(chunks, vec![chunk(0), chunk(1), chunk(10)]);
+        assert_eq!(s.chunks_done("j", "db.t").unwrap(), ChunksDone::default());
+        assert_eq!(s.chunks("other", "db.t").unwrap(), vec![chunk(0)]);
     }
 
     #[test]

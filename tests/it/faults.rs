@@ -151,14 +151,7 @@ fn a_silently_dead_source_connection_is_noticed() {
         },
     );
     proxy.heal();
-    wait_same(
-        source,
-        db,
-        target,
-        &format!("{db}_dst"),
-        Duration::from_secs(90),
-    );
-    run.assert_running();
+    run.converge(&state, db);
     run.stop();
 }
 
@@ -192,16 +185,7 @@ fn a_target_that_stops_answering_mid_batch_is_noticed() {
             status(&state, "dead-target").state == "retrying"
         })
     });
-    run.explain(&state, || {
-        wait_same(
-            source,
-            db,
-            target,
-            &format!("{db}_dst"),
-            Duration::from_secs(120),
-        )
-    });
-    run.assert_running();
+    run.converge(&state, db);
     run.stop();
 }
 
@@ -246,9 +230,13 @@ impl Drop for Holder {
     }
 }
 
-/// How many of Ferry's sessions on `target` are in `state`.
-fn waiting(target: &Server, state: &str) -> u64 {
-    ferry_sessions(target, &format!("STATE = '{state}'"))
+/// How many of Ferry's sessions on `target` in database `db` (or naming
+/// it) are in `state` (tests run side by side on the shared target).
+fn waiting(target: &Server, db: &str, state: &str) -> u64 {
+    ferry_sessions(
+        target,
+        &format!("STATE = '{state}' AND (DB = '{db}' OR INFO LIKE '%{db}%')"),
+    )
 }
 
 /// How many of Ferry's sessions on `target` run a statement like `like`.
@@ -296,7 +284,7 @@ fn a_stop_ends_within_10_s_while_the_target_holds_a_batch_or_a_ddl() {
     wait_until(
         Duration::from_secs(20),
         "the batch to wait on a lock",
-        || running(target, "UPDATE%") >= 1,
+        || running(target, &format!("UPDATE%{dst}%")) >= 1,
     );
     run.stop(); // asserts exit 0 within 10 s
     drop(holder);
@@ -315,7 +303,7 @@ fn a_stop_ends_within_10_s_while_the_target_holds_a_batch_or_a_ddl() {
     wait_until(
         Duration::from_secs(20),
         "the DDL to wait on its lock",
-        || waiting(target, "Waiting for table metadata lock") >= 1,
+        || waiting(target, &dst, "Waiting for table metadata lock") >= 1,
     );
     let started = std::time::Instant::now();
     let out = crate::run(ferry(&state).arg("stop"));
@@ -324,7 +312,7 @@ fn a_stop_ends_within_10_s_while_the_target_holds_a_batch_or_a_ddl() {
     assert_eq!(code, Some(0), "{log}");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
-        waiting(target, "Waiting for table metadata lock"),
+        waiting(target, &dst, "Waiting for table metadata lock"),
         0,
         "the DDL was left running on the target"
     );
@@ -334,4 +322,64 @@ fn a_stop_ends_within_10_s_while_the_target_holds_a_batch_or_a_ddl() {
     let run = SyncRun::start(&state, &job);
     wait_same(source, db, target, &dst, Duration::from_secs(60));
     run.stop();
+}
+
+/// A full load whose chunk waits on a table lock held on the target: a
+/// SIGTERM ends the runner within 10 s and leaves none of its statements
+/// waiting there; the next run finishes the load.
+#[test]
+fn a_stop_ends_the_full_load_chunk_the_target_holds() {
+    let (source, target) = shared();
+    let db = "fhold_src";
+    let dst = format!("{db}_dst");
+    source.sql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db};
+         CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT);
+         USE {db}; INSERT INTO t SELECT seq, seq FROM seq_1_to_20000;"
+    ));
+    target.sql(&format!("DROP DATABASE IF EXISTS {dst}"));
+    let tmp = temp_dir("stop-full");
+    let state = tmp.path().join("state");
+    let full = "[full]\nthreads = 1\nchunk_rows = 1000\nrows_per_sec = 2000";
+    let job = write_job(
+        tmp.path(),
+        &job_toml(
+            "stop-full",
+            "full",
+            None,
+            db,
+            &dst,
+            full,
+            source,
+            target.port,
+        ),
+    );
+    let rows = || {
+        target
+            .try_sql(&format!("SELECT COUNT(*) FROM {dst}.t"))
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let run = SyncRun::start(&state, &job);
+    wait_until(Duration::from_secs(30), "rows on the target", || {
+        rows() >= 1000
+    });
+    let holder = Holder::start(target, &format!("LOCK TABLES {dst}.t READ"));
+    wait_until(
+        Duration::from_secs(20),
+        "a chunk to wait on the lock",
+        || waiting(target, &dst, "Waiting for table metadata lock") >= 1,
+    );
+    run.stop(); // asserts exit 0 within 10 s
+    assert_eq!(
+        waiting(target, &dst, "Waiting for table metadata lock"),
+        0,
+        "the chunk was left waiting on the target: {}",
+        target.sql("SELECT GROUP_CONCAT(CONCAT(ID, ' ', COMMAND, ' ', TIME, ' ', LEFT(INFO, 80)) SEPARATOR ' | ') FROM information_schema.PROCESSLIST WHERE USER = 'ferry'")
+    );
+    drop(holder);
+    let out = crate::run(ferry(&state).arg("run").arg(&job));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_same(source, db, target, &dst, None);
 }

@@ -149,14 +149,8 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
 #[test]
 fn dropped_connections_are_retried_and_nothing_is_lost() {
     // Servers of its own: it kills every connection of the ferry user.
-    let source = &Server::start(server::Options {
-        server_id: 41,
-        ..Default::default()
-    });
-    let target = &Server::start(server::Options {
-        server_id: 42,
-        ..Default::default()
-    });
+    let source = &Server::with_id(41);
+    let target = &Server::with_id(42);
     let dst = prepare_on(source, target, "drop");
     let tmp = temp_dir("drop");
     let state = tmp.path().join("state");
@@ -222,4 +216,58 @@ fn a_load_resumed_after_its_key_changed_stops_with_what_to_do() {
         "{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A table of more chunks than the planner writes to the state at once
+/// (1000): planned in batches, killed -9 halfway through the copy and
+/// resumed; finished chunks are not copied again.
+#[test]
+fn a_table_of_thousands_of_chunks_is_planned_in_batches_and_resumed() {
+    let (source, target) = shared();
+    source.sql(
+        "DROP DATABASE IF EXISTS many_src; CREATE DATABASE many_src; USE many_src;
+         CREATE TABLE many_src.t (id INT PRIMARY KEY, v INT);
+         INSERT INTO many_src.t SELECT seq, seq FROM seq_1_to_2500;",
+    );
+    target.sql("DROP DATABASE IF EXISTS many_dst");
+    let tmp = temp_dir("many");
+    let state = tmp.path().join("state");
+    let full = "[full]\nthreads = 2\nchunk_rows = 1\nrows_per_sec = 400";
+    let job = write_job(
+        tmp.path(),
+        &job_toml(
+            "many",
+            "full",
+            None,
+            "many_src",
+            "many_dst",
+            full,
+            source,
+            target.port,
+        ),
+    );
+    let rows = || {
+        target
+            .try_sql("SELECT COUNT(*) FROM many_dst.t")
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut child = spawn_run(&state, &job);
+    wait_until(Duration::from_secs(60), "rows on the target", || {
+        rows() >= 600
+    });
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let before = rows();
+    assert!(before < 2500, "the load finished before the crash");
+    let out = run(ferry(&state).arg("run").arg(&job));
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert_same(source, "many_src", target, "many_dst", None);
+    let copied = copied_by_this_run(&log);
+    assert!(
+        copied < 2500 && copied + before >= 2500,
+        "copied {copied} rows after {before} were on the target:\n{log}"
+    );
 }
