@@ -79,26 +79,12 @@ declare -A SECS
 run_ferry() { # run_ferry NAME TARGET_BINLOG
   local name=$1 binlog=$2
   reset_target "sbtest_$name"
-  cat >"$WORK/job.toml" <<EOF
-name = "bench"
-mode = "full"
-[source]
-host = "127.0.0.1"
-port = $SOURCE_PORT
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-[target]
-host = "127.0.0.1"
-port = $TARGET_PORT
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "sbtest"
-rename = "sbtest_$name"
+  { scripts/sandbox.sh job bench full sbtest "sbtest_$name"; cat <<EOF
 [full]
 threads = $THREADS
 target_binlog = $binlog
 EOF
+  } >"$WORK/job.toml"
   rm -rf "$WORK/state"
   local t0; t0=$(now)
   /usr/bin/time -f "%M" -o "$WORK/rss" "$FERRY" --state "$WORK/state" run "$WORK/job.toml" 2>"$WORK/ferry.err" \
@@ -181,26 +167,9 @@ sbc() { # sysbench on the source's sbcdc database
     --mysql-user=ferry --mysql-password="$PW" --mysql-db=sbcdc --tables=4 --table-size="$CDC_ROWS" "$@"
 }
 
-ferry_job() { # ferry_job NAME MODE PORT DB [extra toml]
-  cat <<EOF
-name = "$1"
-mode = "$2"
-[source]
-host = "127.0.0.1"
-port = $SOURCE_PORT
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-server_id = 7001
-[target]
-host = "127.0.0.1"
-port = $3
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "sbcdc"
-rename = "$4"
-${5:-}
-EOF
+ferry_job() { # ferry_job NAME MODE PORT DB [extra toml]: from sbcdc
+  scripts/sandbox.sh job "$1" "$2" sbcdc "$4" "$3"
+  echo "${5:-}"
 }
 
 replica_status() { # prints "file pos" the replica has executed up to
@@ -325,23 +294,7 @@ bench_verify() {
   prepare_sbtest
   local rounds=${VROUNDS:-3}
   local tables=""; for i in $(seq 1 "$TABLES"); do tables="$tables${tables:+, }DB.sbtest$i"; done
-  cat >"$WORK/vjob.toml" <<EOF
-name = "bench-verify"
-mode = "full"
-[source]
-host = "127.0.0.1"
-port = $SOURCE_PORT
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-[target]
-host = "127.0.0.1"
-port = $TARGET_PORT
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "sbtest"
-rename = "sbtest_verify"
-EOF
+  scripts/sandbox.sh job bench-verify full sbtest sbtest_verify >"$WORK/vjob.toml"
   if [ "$(sql target -N -e "SELECT COUNT(*) FROM sbtest_verify.sbtest$TABLES" 2>/dev/null || echo 0)" != "$ROWS" ]; then
     echo "== copying the set to the target (sbtest_verify)"
     reset_target sbtest_verify

@@ -10,6 +10,9 @@
 #   scripts/sandbox.sh destroy    stop both and delete their data
 #   scripts/sandbox.sh env        print the exports a job file needs
 #   scripts/sandbox.sh sql source|target [args...]   a root client
+#   scripts/sandbox.sh job NAME MODE DB RENAME [TARGET_PORT] [SERVER_ID]
+#                                 a job file from the source's DB to RENAME
+#                                 on the target (or another server's port)
 #
 # SANDBOX (default ./.sandbox), SOURCE_PORT (23306), TARGET_PORT (23307).
 # Both servers get a user ferry / $FERRY_PASSWORD (default "ferry-sandbox").
@@ -104,5 +107,25 @@ case "${1:-}" in
     ;;
   restart) need_mariadb; stop_one "$2"; start_one "$2" ;;
   sql) shift; name=$1; shift; client "$name" "$@" ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  job) # job NAME MODE DB RENAME [TARGET_PORT] [SERVER_ID]
+    cat <<EOF
+name = "$2"
+mode = "$3"
+[source]
+host = "127.0.0.1"
+port = $SOURCE_PORT
+user = "ferry"
+password_env = "FERRY_SRC_PASSWORD"
+server_id = ${7:-7001}
+[target]
+host = "127.0.0.1"
+port = ${6:-$TARGET_PORT}
+user = "ferry"
+password_env = "FERRY_DST_PASSWORD"
+[[select]]
+database = "$4"
+rename = "$5"
+EOF
+    ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -71,23 +71,7 @@ if command -v sysbench >/dev/null 2>&1; then
   $SYSBENCH prepare >/dev/null
 fi
 
-cat > "$DIR/soak.toml" <<EOF
-name = "soak"
-mode = "sync"
-[source]
-host = "127.0.0.1"
-port = $SOURCE_PORT
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-server_id = 7001
-[target]
-host = "127.0.0.1"
-port = $TARGET_PORT
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "soak"
-rename = "soak_copy"
+{ scripts/sandbox.sh job soak sync soak soak_copy; cat <<EOF
 [full]
 threads = 2
 chunk_rows = 2000
@@ -95,6 +79,7 @@ rows_per_sec = 20000
 [cdc]
 retry_for = "1h"
 EOF
+} > "$DIR/soak.toml"
 
 PID=""
 start_ferry() {
