@@ -156,16 +156,7 @@ pub async fn copy_schema(
     }
 
     for t in &cat.tables {
-        let row: Option<Row> = src
-            .query_first(format!("SHOW CREATE TABLE {}", qualified(&t.db, &t.name)))
-            .await
-            .map_err(source.query_err(format!("SHOW CREATE TABLE {}", t.id())))?;
-        let ddl =
-            row.as_ref()
-                .and_then(|r| text(r, 1))
-                .ok_or_else(|| SchemaError::NoDefinition {
-                    what: format!("table {}", t.id()),
-                })?;
+        let (_, ddl) = show_create(&mut src, source, "TABLE", &t.db, &t.name, 1).await?;
         let statement = create_table_sql(job, t, &ddl);
         exec(
             &mut dst,
@@ -179,16 +170,7 @@ pub async fn copy_schema(
     // round makes no progress (then the first error is the real one).
     let mut pending: Vec<(String, String, String)> = Vec::new();
     for v in &cat.views {
-        let row: Option<Row> = src
-            .query_first(format!("SHOW CREATE VIEW {}", qualified(&v.db, &v.name)))
-            .await
-            .map_err(source.query_err(format!("SHOW CREATE VIEW {}.{}", v.db, v.name)))?;
-        let ddl =
-            row.as_ref()
-                .and_then(|r| text(r, 1))
-                .ok_or_else(|| SchemaError::NoDefinition {
-                    what: format!("view {}.{}", v.db, v.name),
-                })?;
+        let (_, ddl) = show_create(&mut src, source, "VIEW", &v.db, &v.name, 1).await?;
         let ddl = rename_refs(job, &strip_definer(&ddl));
         let ddl = match ddl.strip_prefix("CREATE ") {
             Some(rest) => format!("CREATE OR REPLACE {rest}"),
@@ -222,36 +204,9 @@ pub async fn copy_schema(
     }
 
     for r in &cat.routines {
-        let row: Option<Row> = src
-            .query_first(format!(
-                "SHOW CREATE {} {}",
-                r.kind,
-                qualified(&r.db, &r.name)
-            ))
-            .await
-            .map_err(source.query_err(format!("SHOW CREATE {} {}.{}", r.kind, r.db, r.name)))?;
-        let what = format!("{} {}.{}", r.kind.to_lowercase(), r.target_db, r.name);
-        let sql_mode = row.as_ref().and_then(|r| text(r, 1)).unwrap_or_default();
-        let ddl = row
-            .as_ref()
-            .and_then(|r| text(r, 2))
-            .ok_or_else(|| SchemaError::NoDefinition { what: what.clone() })?;
-        let drop = format!(
-            "DROP {} IF EXISTS {}",
-            r.kind,
-            qualified(&r.target_db, &r.name)
-        );
-        let create = rename_refs(job, &strip_definer(&ddl));
-        replace_object(
-            &mut dst,
-            target,
-            &r.target_db,
-            &sql_mode,
-            &what,
-            drop,
-            create,
-        )
-        .await?;
+        let (row, ddl) = show_create(&mut src, source, &r.kind, &r.db, &r.name, 2).await?;
+        let object = Replacement::new(job, &r.kind, &r.target_db, &r.name, &row, &ddl);
+        object.run(&mut dst, target).await?;
     }
     let _ = src.disconnect().await;
     let _ = dst.disconnect().await;
@@ -280,86 +235,83 @@ pub async fn copy_triggers(
     let mut src = source.connect().await?;
     let mut dst = target.connect().await?;
     for t in triggers {
-        let row: Option<Row> = src
-            .query_first(format!("SHOW CREATE TRIGGER {}", qualified(&t.db, &t.name)))
-            .await
-            .map_err(source.query_err(format!("SHOW CREATE TRIGGER {}.{}", t.db, t.name)))?;
-        let what = format!("trigger {}.{}", t.target_db, t.name);
-        let sql_mode = row.as_ref().and_then(|r| text(r, 1)).unwrap_or_default();
-        let ddl = row
-            .as_ref()
-            .and_then(|r| text(r, 2))
-            .ok_or_else(|| SchemaError::NoDefinition { what: what.clone() })?;
-        let drop = format!(
-            "DROP TRIGGER IF EXISTS {}",
-            qualified(&t.target_db, &t.name)
-        );
-        let create = rename_refs(job, &strip_definer(&ddl));
-        replace_object(
-            &mut dst,
-            target,
-            &t.target_db,
-            &sql_mode,
-            &what,
-            drop,
-            create,
-        )
-        .await?;
+        let (row, ddl) = show_create(&mut src, source, "TRIGGER", &t.db, &t.name, 2).await?;
+        let object = Replacement::new(job, "TRIGGER", &t.target_db, &t.name, &row, &ddl);
+        object.run(&mut dst, target).await?;
     }
     for e in &cat.events {
-        let row: Option<Row> = src
-            .query_first(format!("SHOW CREATE EVENT {}", qualified(&e.db, &e.name)))
-            .await
-            .map_err(source.query_err(format!("SHOW CREATE EVENT {}.{}", e.db, e.name)))?;
-        let what = format!("event {}.{}", e.target_db, e.name);
-        let sql_mode = row.as_ref().and_then(|r| text(r, 1)).unwrap_or_default();
-        let time_zone = row.as_ref().and_then(|r| text(r, 2)).unwrap_or_default();
-        let ddl = row
-            .as_ref()
-            .and_then(|r| text(r, 3))
-            .ok_or_else(|| SchemaError::NoDefinition { what: what.clone() })?;
+        let (row, ddl) = show_create(&mut src, source, "EVENT", &e.db, &e.name, 3).await?;
+        let time_zone = text(&row, 2).unwrap_or_default();
         if !time_zone.is_empty() && !time_zone.eq_ignore_ascii_case("SYSTEM") {
             dst.exec_drop("SET SESSION time_zone = ?", (&time_zone,))
                 .await
                 .map_err(target.query_err("setting the event's time zone"))?;
         }
-        let drop = format!("DROP EVENT IF EXISTS {}", qualified(&e.target_db, &e.name));
-        let create = rename_refs(job, &strip_definer(&ddl));
-        replace_object(
-            &mut dst,
-            target,
-            &e.target_db,
-            &sql_mode,
-            &what,
-            drop,
-            create,
-        )
-        .await?;
+        let object = Replacement::new(job, "EVENT", &e.target_db, &e.name, &row, &ddl);
+        object.run(&mut dst, target).await?;
     }
     let _ = src.disconnect().await;
     let _ = dst.disconnect().await;
     Ok(())
 }
 
-/// Drops and creates a routine or trigger in database `db`, under the
-/// sql_mode the source stored with it (the session is not reused after).
-async fn replace_object(
-    dst: &mut Conn,
-    target: &Connector,
+/// `SHOW CREATE {kind} db.name` on the source: its row, and the definition
+/// in column `ddl_column`.
+async fn show_create(
+    src: &mut Conn,
+    source: &Connector,
+    kind: &str,
     db: &str,
-    sql_mode: &str,
-    what: &str,
+    name: &str,
+    ddl_column: usize,
+) -> Result<(Row, String), SchemaError> {
+    let what = format!("{} {db}.{name}", kind.to_lowercase());
+    let row: Option<Row> = src
+        .query_first(format!("SHOW CREATE {kind} {}", qualified(db, name)))
+        .await
+        .map_err(source.query_err(format!("SHOW CREATE {kind} {db}.{name}")))?;
+    let ddl = row.as_ref().and_then(|r| text(r, ddl_column));
+    match (row, ddl) {
+        (Some(row), Some(ddl)) => Ok((row, ddl)),
+        _ => Err(SchemaError::NoDefinition { what }),
+    }
+}
+
+/// A routine, trigger or event to drop and create again on the target,
+/// under the sql_mode the source stored with it.
+struct Replacement {
+    db: String,
+    what: String,
+    sql_mode: String,
     drop: String,
     create: String,
-) -> Result<(), SchemaError> {
-    dst.query_drop(format!("USE {}", quote_ident(db)))
-        .await
-        .map_err(target.query_err(format!("USE {db}")))?;
-    dst.exec_drop("SET SESSION sql_mode = ?", (sql_mode,))
-        .await
-        .map_err(target.query_err("setting sql_mode"))?;
-    exec(dst, what, drop).await?;
-    exec(dst, what, create).await
+}
+
+impl Replacement {
+    /// From the source's `SHOW CREATE` row (sql_mode in column 1) and its
+    /// definition, for `name` in the target database `db`.
+    fn new(job: &JobSpec, kind: &str, db: &str, name: &str, row: &Row, ddl: &str) -> Self {
+        Replacement {
+            db: db.to_string(),
+            what: format!("{} {db}.{name}", kind.to_lowercase()),
+            sql_mode: text(row, 1).unwrap_or_default(),
+            drop: format!("DROP {kind} IF EXISTS {}", qualified(db, name)),
+            create: rename_refs(job, &strip_definer(ddl)),
+        }
+    }
+
+    /// Runs on `dst`, in the object's database and under its sql_mode
+    /// (each object sets its own).
+    async fn run(self, dst: &mut Conn, target: &Connector) -> Result<(), SchemaError> {
+        dst.query_drop(format!("USE {}", quote_ident(&self.db)))
+            .await
+            .map_err(target.query_err(format!("USE {}", self.db)))?;
+        dst.exec_drop("SET SESSION sql_mode = ?", (&self.sql_mode,))
+            .await
+            .map_err(target.query_err("setting sql_mode"))?;
+        exec(dst, &self.what, self.drop).await?;
+        exec(dst, &self.what, self.create).await
+    }
 }
 
 #[cfg(test)]

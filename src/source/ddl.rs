@@ -616,20 +616,6 @@ fn classify_create(p: &mut P<'_>) -> Option<Kind> {
             temporary,
         });
     }
-    if p.eat("DATABASE") || p.eat("SCHEMA") {
-        p.if_not_exists();
-        return Some(Kind::Database {
-            verb: Verb::Create,
-            name: ident(p.t, p.i),
-        });
-    }
-    if p.eat("VIEW") {
-        p.if_not_exists();
-        return Some(Kind::View {
-            verb: Verb::Create,
-            names: vec![p.name()?],
-        });
-    }
     if p.eat("PROCEDURE") || p.eat("FUNCTION") || p.eat("PACKAGE") {
         p.eat("BODY");
         p.if_not_exists();
@@ -654,18 +640,39 @@ fn classify_create(p: &mut P<'_>) -> Option<Kind> {
             table: q.name(),
         });
     }
-    if p.eat("EVENT") {
-        p.if_not_exists();
-        return Some(Kind::Event {
-            verb: Verb::Create,
-            name: p.name()?,
-        });
-    }
     let _ = p.eat("UNIQUE") || p.eat("FULLTEXT") || p.eat("SPATIAL");
     if p.eat("INDEX") {
         let on = p.top_level("ON")?;
         let mut q = P { t: p.t, i: on + 1 };
         return Some(Kind::Index(q.name()?));
+    }
+    classify_object(p, Verb::Create)
+}
+
+/// What CREATE and DROP name alike: a database, views, an event, and the
+/// accounts and servers that are never replicated.
+fn classify_object(p: &mut P<'_>, verb: Verb) -> Option<Kind> {
+    let guard = |p: &mut P<'_>| match verb {
+        Verb::Drop => p.if_exists(),
+        _ => p.if_not_exists(),
+    };
+    if p.eat("DATABASE") || p.eat("SCHEMA") {
+        guard(p);
+        let name = ident(p.t, p.i);
+        return Some(Kind::Database { verb, name });
+    }
+    if p.eat("VIEW") {
+        guard(p);
+        let names = match verb {
+            Verb::Drop => p.names(),
+            _ => vec![p.name()?],
+        };
+        return Some(Kind::View { verb, names });
+    }
+    if p.eat("EVENT") {
+        guard(p);
+        let name = p.name()?;
+        return Some(Kind::Event { verb, name });
     }
     if p.peek("USER") || p.peek("ROLE") {
         return Some(Kind::Never("account management"));
@@ -761,20 +768,6 @@ fn classify_drop(p: &mut P<'_>) -> Option<Kind> {
         }
         return Some(Kind::DropTables { tables, temporary });
     }
-    if p.eat("DATABASE") || p.eat("SCHEMA") {
-        p.if_exists();
-        return Some(Kind::Database {
-            verb: Verb::Drop,
-            name: ident(p.t, p.i),
-        });
-    }
-    if p.eat("VIEW") {
-        p.if_exists();
-        return Some(Kind::View {
-            verb: Verb::Drop,
-            names: p.names(),
-        });
-    }
     if p.eat("PROCEDURE") || p.eat("FUNCTION") || p.eat("PACKAGE") {
         p.eat("BODY");
         p.if_exists();
@@ -791,26 +784,13 @@ fn classify_drop(p: &mut P<'_>) -> Option<Kind> {
             table: None,
         });
     }
-    if p.eat("EVENT") {
-        p.if_exists();
-        return Some(Kind::Event {
-            verb: Verb::Drop,
-            name: p.name()?,
-        });
-    }
     if p.eat("INDEX") {
         p.eat("ONLINE");
         let on = p.top_level("ON")?;
         let mut q = P { t: p.t, i: on + 1 };
         return Some(Kind::Index(q.name()?));
     }
-    if p.peek("USER") || p.peek("ROLE") {
-        return Some(Kind::Never("account management"));
-    }
-    if p.peek("SERVER") {
-        return Some(Kind::Never("server administration"));
-    }
-    None
+    classify_object(p, Verb::Drop)
 }
 
 #[cfg(test)]
