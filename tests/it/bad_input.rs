@@ -3,24 +3,6 @@
 
 use crate::*;
 
-const GOOD: &str = r#"
-name = "bad-input"
-mode = "{mode}"
-[source]
-host = "127.0.0.1"
-port = {source_port}
-user = "ferry"
-password_env = "FERRY_SRC_PASSWORD"
-[target]
-host = "127.0.0.1"
-port = {target_port}
-user = "ferry"
-password_env = "FERRY_DST_PASSWORD"
-[[select]]
-database = "bad_src"
-tables = ["{table}"]
-"#;
-
 fn prepare() {
     let (source, _) = shared();
     source.sql(
@@ -31,9 +13,17 @@ fn prepare() {
 }
 
 fn job_with(source: &Server, target_port: u16, mode: &str, table: &str) -> String {
-    job_text(GOOD, source, target_port)
-        .replace("{mode}", mode)
-        .replace("{table}", table)
+    let tables = format!("tables = [\"{table}\"]");
+    job_toml(
+        "bad-input",
+        mode,
+        None,
+        "bad_src",
+        "bad_src",
+        &tables,
+        source,
+        target_port,
+    )
 }
 
 fn no_panic(o: &std::process::Output) {
@@ -66,7 +56,7 @@ fn unknown_key_names_the_field() {
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
     assert!(
-        t.contains("unknown field `hots`") && t.contains("job.toml:10:1"),
+        t.contains("unknown field `hots`") && t.contains("job.toml:9:1"),
         "{t}"
     );
 }
@@ -192,10 +182,7 @@ fn source_without_binlog_warns_for_full_and_fails_for_cdc() {
 
 #[test]
 fn statement_binlogs_and_compressed_events_fail_the_precheck_with_the_fix() {
-    let source = Server::start(server::Options {
-        server_id: 8,
-        ..Default::default()
-    });
+    let source = Server::with_id(8);
     source.sql(
         "CREATE DATABASE bad_src; CREATE TABLE bad_src.t (id INT PRIMARY KEY);
          SET GLOBAL binlog_format = 'MIXED'; SET GLOBAL binlog_row_image = 'MINIMAL';

@@ -94,10 +94,7 @@ cases!(all_types, keys, existing_overwrite, cdc_workload, ddl_forms, ddl_table_l
 /// instead of LOAD DATA: the same cases, the other path.
 #[test]
 fn insert_path_when_local_infile_is_off() {
-    let source = Server::start(server::Options {
-        server_id: 11,
-        ..Default::default()
-    });
+    let source = Server::with_id(11);
     let target = Server::start(server::Options {
         server_id: 12,
         local_infile: false,

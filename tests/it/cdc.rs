@@ -119,6 +119,22 @@ impl SyncRun {
         }
     }
 
+    /// Waits (2 min) until `db` on the shared source equals `{db}_dst` on
+    /// the shared target, the log shown on failure; the runner still runs.
+    pub fn converge(&mut self, state: &Path, db: &str) {
+        let (source, target) = shared();
+        self.explain(state, || {
+            wait_same(
+                source,
+                db,
+                target,
+                &format!("{db}_dst"),
+                Duration::from_secs(120),
+            )
+        });
+        self.assert_running();
+    }
+
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
             panic!("ferry exited ({status}):\n{}", self.output());
@@ -370,14 +386,8 @@ pub fn sync_job(
 /// with parallel apply.
 #[test]
 fn sakila_workload_with_triggers_and_cascades() {
-    let source = Server::start(server::Options {
-        server_id: 21,
-        ..Default::default()
-    });
-    let target = Server::start(server::Options {
-        server_id: 22,
-        ..Default::default()
-    });
+    let source = Server::with_id(21);
+    let target = Server::with_id(22);
     let sakila = repo().join("testdata/sakila");
     source.sql_file(&sakila.join("sakila-mv-schema.sql"));
     source.sql_file(&sakila.join("sakila-mv-data.sql"));
@@ -587,10 +597,7 @@ fn explicit_start_positions_stream_from_there() {
 /// position needed and the oldest one available.
 #[test]
 fn purged_binlog_is_a_clear_error() {
-    let source = Server::start(server::Options {
-        server_id: 31,
-        ..Default::default()
-    });
+    let source = Server::with_id(31);
     let (_, target) = shared();
     source.sql(
         "CREATE DATABASE pg_src; CREATE TABLE pg_src.t (id INT PRIMARY KEY); \
@@ -710,14 +717,8 @@ fn kill_9_during_a_large_transaction() {
 /// converges.
 #[test]
 fn source_and_target_restarts_mid_stream() {
-    let mut source = Server::start(server::Options {
-        server_id: 51,
-        ..Default::default()
-    });
-    let mut target = Server::start(server::Options {
-        server_id: 52,
-        ..Default::default()
-    });
+    let mut source = Server::with_id(51);
+    let mut target = Server::with_id(52);
     source.sql("CREATE DATABASE rs_src; CREATE TABLE rs_src.t (id INT PRIMARY KEY, v INT);");
     let tmp = temp_dir("cdc-restart");
     let job = write_job(

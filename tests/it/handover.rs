@@ -80,20 +80,6 @@ fn job(db: &str, name: &str, server_id: u32) -> (tempfile::TempDir, std::path::P
     (tmp, job)
 }
 
-fn converge(run: &mut SyncRun, state: &std::path::Path, db: &str) {
-    let (source, target) = shared();
-    run.explain(state, || {
-        wait_same(
-            source,
-            db,
-            target,
-            &format!("{db}_dst"),
-            Duration::from_secs(120),
-        )
-    });
-    run.assert_running();
-}
-
 #[test]
 fn keys_moved_unique_swaps_and_cascades_during_the_load() {
     let db = "ho_src";
@@ -107,7 +93,7 @@ fn keys_moved_unique_swaps_and_cascades_during_the_load() {
     stop.store(true, Ordering::Relaxed);
     let n = writer.join().expect("workload");
     assert!(n > 20, "the workload ran only {n} rounds during the load");
-    converge(&mut run, &state, db);
+    run.converge(&state, db);
     run.stop();
 }
 
@@ -156,7 +142,7 @@ fn kill_9_and_pause_during_the_load_under_writes() {
     run.wait_streaming();
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("workload");
-    converge(&mut run, &state, db);
+    run.converge(&state, db);
     // Pause and resume kept their attempt: one precheck per run (two runs).
     let out = crate::run(ferry(&state).args(["status", "handover-kill", "--json"]));
     let status: ferry_proto::Status = serde_json::from_slice(&out.stdout).expect("status JSON");

@@ -71,10 +71,7 @@ fn legacy_values_through_the_load_and_the_binlog() {
 /// with an error naming the setting.
 #[test]
 fn large_rows_within_and_beyond_max_allowed_packet() {
-    let source = Server::start(server::Options {
-        server_id: 31,
-        ..Default::default()
-    });
+    let source = Server::with_id(31);
     for (local_infile, id) in [(true, 32), (false, 33)] {
         let target = Server::start(server::Options {
             server_id: id,

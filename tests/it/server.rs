@@ -113,6 +113,14 @@ impl Default for Options {
 }
 
 impl Server {
+    /// A server with the default options and this `server_id`.
+    pub fn with_id(server_id: u32) -> Server {
+        Server::start(Options {
+            server_id,
+            ..Default::default()
+        })
+    }
+
     pub fn start(opts: Options) -> Server {
         let template = template();
         let port = opts.port.unwrap_or_else(free_port);

@@ -308,14 +308,8 @@ fn control_socket_protocol() {
 /// triggers are created, the final position is printed, the job is done.
 #[test]
 fn migrate_cuts_over() {
-    let source = Server::start(server::Options {
-        server_id: 31,
-        ..Default::default()
-    });
-    let target = Server::start(server::Options {
-        server_id: 32,
-        ..Default::default()
-    });
+    let source = Server::with_id(31);
+    let target = Server::with_id(32);
     source.sql(
         "CREATE DATABASE mig; USE mig; \
          CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT); \
@@ -371,14 +365,8 @@ fn migrate_cuts_over() {
 /// job whose binlog the source purges shows the risk in status.
 #[test]
 fn sighup_rescans_and_paused_jobs_show_binlog_risk() {
-    let source = Server::start(server::Options {
-        server_id: 33,
-        ..Default::default()
-    });
-    let target = Server::start(server::Options {
-        server_id: 34,
-        ..Default::default()
-    });
+    let source = Server::with_id(33);
+    let target = Server::with_id(34);
     source.sql(
         "CREATE DATABASE ha; CREATE TABLE ha.t (id INT PRIMARY KEY); \
          CREATE DATABASE hb; CREATE TABLE hb.t (id INT PRIMARY KEY); \

@@ -423,6 +423,47 @@ fn assert_every_version_in_order(per_key: &BTreeMap<i64, Vec<i64>>, versions: i6
     }
 }
 
+/// Streams [`versions_workload`] through the job, killed -9 once the sink
+/// has its first change and started again; returns the running job and what
+/// the sink holds (`read`) once every change arrived (`events` lists its
+/// change events), each version of every key at least once and in order.
+fn deliver_across_a_kill<T>(
+    state: &Path,
+    job: &Path,
+    (db, keys, versions): (&'static str, u32, i64),
+    read: impl Fn() -> T,
+    events: impl Fn(&T) -> Vec<Json>,
+) -> (SyncRun, T) {
+    let mut run = SyncRun::start(state, job);
+    run.wait_streaming();
+    let workload = versions_workload(db, keys, versions);
+    wait_until(Duration::from_secs(30), "changes at the sink", || {
+        !events(&read()).is_empty()
+    });
+    run.kill();
+    let mut run = SyncRun::start(state, job);
+    workload.join().expect("workload");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = read();
+        let per_key = versions_per_key(&events(&got));
+        if all_arrived(&per_key, i64::from(keys), versions) {
+            assert_every_version_in_order(&per_key, versions);
+            run.assert_running();
+            return (run, got);
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not every change arrived: {} keys, e.g. {:?}\nlog:\n{}",
+                per_key.len(),
+                per_key.iter().next(),
+                log_tail(state)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// NATS JetStream: changes streamed while Ferry is killed -9 mid-stream and
 /// restarted: every change arrives at least once, in order per key, each
 /// publish acknowledged before the position moves.
@@ -449,34 +490,14 @@ fn nats_delivers_every_change_in_order_across_a_kill() {
             source,
         ),
     );
-    let mut run = SyncRun::start(&state, &job);
-    run.wait_streaming();
     const VERSIONS: i64 = 12;
-    let workload = versions_workload("sn_src", 300, VERSIONS);
-    wait_until(Duration::from_secs(30), "events in the stream", || {
-        !nats_messages(nats.port, "SN").is_empty()
-    });
-    run.kill();
-    let mut run = SyncRun::start(&state, &job);
-    workload.join().expect("workload");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let per_key = versions_per_key(&nats_messages(nats.port, "SN"));
-        if all_arrived(&per_key, 300, VERSIONS) {
-            assert_every_version_in_order(&per_key, VERSIONS);
-            break;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "not every change arrived: {} keys, e.g. {:?}\nlog:\n{}",
-                per_key.len(),
-                per_key.iter().next(),
-                log_tail(&state)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    run.assert_running();
+    let (run, _) = deliver_across_a_kill(
+        &state,
+        &job,
+        ("sn_src", 300, VERSIONS),
+        || nats_messages(nats.port, "SN"),
+        Vec::clone,
+    );
 
     // The sink goes down: the job retries, its position stays; the sink
     // comes back: the changes made meanwhile arrive.
@@ -617,54 +638,32 @@ fn kafka_delivers_every_change_in_order_across_a_kill() {
             source,
         ),
     );
-    let mut run = SyncRun::start(&state, &job);
-    run.wait_streaming();
     const VERSIONS: i64 = 8;
-    let workload = versions_workload("sk_src", 200, VERSIONS);
     let topic = "cdc.sk_src.t";
-    wait_until(Duration::from_secs(30), "records in the topic", || {
-        !kafka_records(broker.port, topic, 2).is_empty()
-    });
-    run.kill();
-    let mut run = SyncRun::start(&state, &job);
-    workload.join().expect("workload");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let records = kafka_records(broker.port, topic, 2);
-        let events: Vec<Json> = records.iter().map(|(_, _, v)| v.clone()).collect();
-        let per_key = versions_per_key(&events);
-        if all_arrived(&per_key, 200, VERSIONS) {
-            assert_every_version_in_order(&per_key, VERSIONS);
-            let mut partition_of = BTreeMap::new();
-            for (p, key, value) in &records {
-                let row = if value["after"].is_null() {
-                    &value["before"]
-                } else {
-                    &value["after"]
-                };
-                assert_eq!(key, &json!({"id": row["id"]}), "the key is the primary key");
-                let first = partition_of
-                    .entry(row["id"].as_i64().expect("id"))
-                    .or_insert(*p);
-                assert_eq!(first, p, "a key stays in one partition");
-            }
-            assert!(
-                partition_of.values().any(|p| *p == 1),
-                "keys spread over both partitions"
-            );
-            break;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "not every change arrived: {} keys, e.g. {:?}\nlog:\n{}",
-                per_key.len(),
-                per_key.iter().next(),
-                log_tail(&state)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
+    let (run, records) = deliver_across_a_kill(
+        &state,
+        &job,
+        ("sk_src", 200, VERSIONS),
+        || kafka_records(broker.port, topic, 2),
+        |records| records.iter().map(|(_, _, v)| v.clone()).collect(),
+    );
+    let mut partition_of = BTreeMap::new();
+    for (p, key, value) in &records {
+        let row = if value["after"].is_null() {
+            &value["before"]
+        } else {
+            &value["after"]
+        };
+        assert_eq!(key, &json!({"id": row["id"]}), "the key is the primary key");
+        let first = partition_of
+            .entry(row["id"].as_i64().expect("id"))
+            .or_insert(*p);
+        assert_eq!(first, p, "a key stays in one partition");
     }
-    run.assert_running();
+    assert!(
+        partition_of.values().any(|p| *p == 1),
+        "keys spread over both partitions"
+    );
     run.stop();
 }
 
