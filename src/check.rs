@@ -8,7 +8,8 @@ use mysql_async::Conn;
 
 use crate::catalog::Catalog;
 use crate::db::{self, Connector, DbError};
-use crate::job::{ExistingRows, JobSpec, Mode};
+use crate::job::{ExistingRows, JobSpec, Mode, ServerKind};
+use crate::pg;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
@@ -103,7 +104,7 @@ pub async fn precheck(job: &JobSpec, resume: Option<Resume<'_>>) -> Report {
     };
     let source = Connector::new(&job.source, db::Role::Source);
     let Some(mut src) = connect(&mut r, &source).await else {
-        if let Some(t) = &job.target {
+        if let Some(t) = job.target.as_ref().filter(|t| t.kind == ServerKind::Mysql) {
             let target = Connector::new(t, db::Role::Target);
             if let Some(c) = connect(&mut r, &target).await {
                 let _ = c.disconnect().await;
@@ -121,6 +122,14 @@ pub async fn precheck(job: &JobSpec, resume: Option<Resume<'_>>) -> Report {
     }
     let _ = src.disconnect().await;
 
+    if let Some(t) = job
+        .target
+        .as_ref()
+        .filter(|t| t.kind == ServerKind::Postgresql)
+    {
+        postgresql_checks(&mut r, job, &source, t, resume.is_some()).await;
+        return r;
+    }
     if let Some(t) = &job.target {
         let target = Connector::new(t, db::Role::Target);
         if let Some(mut dst) = connect(&mut r, &target).await {
@@ -131,6 +140,35 @@ pub async fn precheck(job: &JobSpec, resume: Option<Resume<'_>>) -> Report {
         }
     }
     r
+}
+
+/// A PostgreSQL target: the tables as translated, and the target's checks.
+async fn postgresql_checks(
+    r: &mut Report,
+    job: &JobSpec,
+    source: &Connector,
+    target: &crate::job::Endpoint,
+    resuming: bool,
+) {
+    let Some(cat) = r.catalog.clone() else {
+        return;
+    };
+    let tables = match pg::schema::read(job, source, &cat).await {
+        Ok(t) => t,
+        Err(e) => {
+            r.push(Status::Fail, "source", e.to_string(), None);
+            return;
+        }
+    };
+    let target = pg::PgConnector::new(target);
+    for f in pg::check::check(&target, &tables, resuming).await {
+        let status = match f.level {
+            pg::check::Level::Pass => Status::Pass,
+            pg::check::Level::Warn => Status::Warn,
+            pg::check::Level::Fail => Status::Fail,
+        };
+        r.push(status, f.what, f.message, f.fix);
+    }
 }
 
 async fn connect(r: &mut Report, c: &Connector) -> Option<Conn> {

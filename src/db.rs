@@ -103,7 +103,7 @@ pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
 /// Reads the password from where the job file says. The value is never
 /// logged or stored.
-fn password(ep: &Endpoint, role: Role) -> Result<Option<String>> {
+pub(crate) fn password(ep: &Endpoint, role: Role) -> Result<Option<String>> {
     match &ep.password {
         PasswordSource::None => Ok(None),
         PasswordSource::Env(var) => match std::env::var(var) {

@@ -136,8 +136,33 @@ struct Task {
 /// Plans what is not planned yet and returns the progress handles, so the
 /// caller can report while [`run`] works.
 pub async fn plan(load: &Load<'_>) -> Result<Vec<Arc<TableProgress>>> {
+    let planner = Planner {
+        job: load.job,
+        source: load.source,
+        store: load.store,
+        cancel: &load.cancel,
+    };
+    planner.plan(load.tables).await
+}
+
+/// What planning a load needs: the job, the source and the state.
+pub struct Planner<'a> {
+    pub job: &'a JobSpec,
+    pub source: &'a Connector,
+    pub store: &'a Store,
+    pub cancel: &'a CancellationToken,
+}
+
+impl Planner<'_> {
+    /// Plans the tables not planned yet; the progress handles of all.
+    pub async fn plan(&self, tables: &[Table]) -> Result<Vec<Arc<TableProgress>>> {
+        plan_tables(self, tables).await
+    }
+}
+
+async fn plan_tables(load: &Planner<'_>, tables: &[Table]) -> Result<Vec<Arc<TableProgress>>> {
     let mut out = Vec::new();
-    for t in load.tables {
+    for t in tables {
         let id = t.id();
         let plan = match load.store.table_plan(&load.job.name, &id)? {
             Some(p) => p,
@@ -190,7 +215,7 @@ const PLAN_BATCH: usize = 1000;
 /// Plans `t` into the state, chunk boundaries along its key (every
 /// `chunk_rows`-th key), a batch at a time so a table of any size is
 /// planned in the same memory; returns how many chunks.
-async fn split(load: &Load<'_>, t: &Table) -> Result<u32> {
+async fn split(load: &Planner<'_>, t: &Table) -> Result<u32> {
     let (job, id) = (&load.job.name, t.id());
     load.store.begin_table_plan(job, &id)?;
     let Some(key) = &t.key else {

@@ -31,6 +31,7 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod observe;
+pub mod pg;
 pub mod progress;
 pub mod runner;
 pub mod schema;

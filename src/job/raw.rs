@@ -35,6 +35,11 @@ pub struct RawEndpoint {
     pub server_id: Option<Spanned<i64>>,
     pub tls: Option<Spanned<String>>,
     pub ca: Option<Spanned<String>>,
+    pub kind: Option<Spanned<String>>,
+    pub database: Option<Spanned<String>>,
+    pub tinyint1: Option<Spanned<String>>,
+    pub zero_dates: Option<Spanned<String>>,
+    pub nul_in_text: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

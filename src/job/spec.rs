@@ -44,6 +44,10 @@ pub struct JobSpec {
     pub verify: VerifyOptions,
     pub sink: Option<SinkSpec>,
     pub alerts: Alerts,
+    /// How values without a PostgreSQL equivalent are carried (a
+    /// PostgreSQL target's `[target]` keys; defaults otherwise).
+    #[serde(default)]
+    pub mapping: Mapping,
 }
 
 impl JobSpec {
@@ -64,6 +68,11 @@ impl JobSpec {
             && self.full.chunk_rows == other.full.chunk_rows
             && self.full.existing_rows == other.full.existing_rows
             && self.sink == other.sink
+            && self.mapping == other.mapping
+            && match (&self.target, &other.target) {
+                (Some(a), Some(b)) => a.kind == b.kind && a.database == b.database,
+                _ => true,
+            }
     }
 }
 
@@ -76,6 +85,22 @@ pub struct Endpoint {
     pub server_id: Option<u32>,
     pub tls: Tls,
     pub ca: Option<PathBuf>,
+    /// What the server is: the source is always MySQL-family; a target may
+    /// be PostgreSQL.
+    #[serde(default)]
+    pub kind: ServerKind,
+    /// The PostgreSQL database a target's schemas are created in.
+    #[serde(default)]
+    pub database: Option<String>,
+}
+
+/// A server's engine family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    #[default]
+    Mysql,
+    Postgresql,
 }
 
 impl Endpoint {
@@ -130,6 +155,53 @@ fn glob_match(glob: &str, name: &str) -> bool {
     globset::Glob::new(glob)
         .map(|g| g.compile_matcher().is_match(name))
         .unwrap_or(false)
+}
+
+/// How MySQL values that PostgreSQL has no place for are carried: each is
+/// refused (the precheck or the load names it) or mapped as chosen, never
+/// truncated silently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mapping {
+    pub tinyint1: Tinyint1,
+    pub zero_dates: ZeroDates,
+    pub nul_in_text: NulInText,
+}
+
+/// `TINYINT(1)`, MySQL's BOOLEAN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tinyint1 {
+    /// `smallint`: every value fits.
+    #[default]
+    Smallint,
+    /// `boolean`: 0 is false, 1 true; any other value fails the load.
+    Boolean,
+}
+
+/// Zero dates (`0000-00-00`, or a zero month or day) of a non-strict
+/// source, which PostgreSQL has no value for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroDates {
+    /// The load stops at the first one, naming its table, column and key.
+    #[default]
+    Refuse,
+    /// NULL (the column is created nullable).
+    Null,
+    /// `-infinity`.
+    Infinity,
+}
+
+/// NUL characters in text, which PostgreSQL's text types cannot hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NulInText {
+    /// The load stops at the first one, naming its table, column and key.
+    #[default]
+    Refuse,
+    /// The NUL characters are removed.
+    Strip,
 }
 
 /// What to do when a target table already holds rows.

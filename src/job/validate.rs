@@ -78,7 +78,8 @@ impl Validator<'_> {
                 ))
             }
         };
-        let source = self.endpoint(raw.source, "source")?;
+        let (source, _) = self.endpoint(raw.source, "source")?;
+        let mut mapping = Mapping::default();
         let target = match (mode, raw.target) {
             (Mode::Subscribe, Some(t)) => {
                 return Err(self.err(
@@ -88,7 +89,11 @@ impl Validator<'_> {
                 ))
             }
             (Mode::Subscribe, None) => None,
-            (_, Some(t)) => Some(self.endpoint(t, "target")?),
+            (_, Some(t)) => {
+                let (endpoint, m) = self.endpoint(t, "target")?;
+                mapping = m;
+                Some(endpoint)
+            }
             (_, None) => {
                 return Err(self.err(
                     0..0,
@@ -97,6 +102,21 @@ impl Validator<'_> {
                 ))
             }
         };
+        let postgresql = target
+            .as_ref()
+            .is_some_and(|t| t.kind == ServerKind::Postgresql);
+        if postgresql && mode != Mode::Full {
+            return Err(self.err(
+                raw.mode.span(),
+                "mode",
+                format!(
+                    "mode {:?} into a PostgreSQL target is not built yet: this Ferry \
+                     moves MySQL to PostgreSQL with mode = \"full\" (schema, data, \
+                     sequences, verification); follow the binlog into a MySQL target meanwhile",
+                    mode.as_str()
+                ),
+            ));
+        }
         if raw.select.is_empty() {
             return Err(self.err(
                 0..0,
@@ -138,6 +158,14 @@ impl Validator<'_> {
                 full.rows_per_sec = self.int_in(&r, "full.rows_per_sec", 0, i64::MAX)? as u64;
             }
             if let Some(b) = f.target_binlog {
+                if postgresql {
+                    return Err(self.err(
+                        0..0,
+                        "full.target_binlog",
+                        "target_binlog is about a MySQL target's binlog; a PostgreSQL \
+                         target has none",
+                    ));
+                }
                 full.target_binlog = b;
             }
             if let Some(e) = f.existing_rows {
@@ -251,10 +279,118 @@ impl Validator<'_> {
             verify,
             sink,
             alerts,
+            mapping,
         })
     }
 
-    fn endpoint(&self, raw: Spanned<RawEndpoint>, section: &str) -> Result<Endpoint, JobError> {
+    /// `value`, one of `options` (by name); `None` when not given.
+    fn choice<T: Copy>(
+        &self,
+        value: &Option<Spanned<String>>,
+        field: &str,
+        options: &[(&str, T)],
+    ) -> Result<Option<T>, JobError> {
+        let Some(v) = value else { return Ok(None) };
+        match options.iter().find(|(name, _)| name == v.get_ref()) {
+            Some((_, t)) => Ok(Some(*t)),
+            None => {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                Err(self.err(
+                    v.span(),
+                    field,
+                    format!(
+                        "unknown value {:?}; expected {}",
+                        v.get_ref(),
+                        names.join(" | ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The `[target]` keys of a PostgreSQL target's value mapping.
+    fn mapping(
+        &self,
+        raw: &RawEndpoint,
+        kind: ServerKind,
+        section: &str,
+    ) -> Result<Mapping, JobError> {
+        let keys = [
+            ("tinyint1", &raw.tinyint1),
+            ("zero_dates", &raw.zero_dates),
+            ("nul_in_text", &raw.nul_in_text),
+        ];
+        if kind != ServerKind::Postgresql {
+            if let Some((key, Some(v))) = keys.iter().find(|(_, v)| v.is_some()) {
+                return Err(self.err(
+                    v.span(),
+                    &format!("{section}.{key}"),
+                    "this key maps values into a PostgreSQL target (kind = \"postgresql\")",
+                ));
+            }
+        }
+        let field = |f: &str| format!("{section}.{f}");
+        let d = Mapping::default();
+        Ok(Mapping {
+            tinyint1: self
+                .choice(
+                    &raw.tinyint1,
+                    &field("tinyint1"),
+                    &[
+                        ("smallint", Tinyint1::Smallint),
+                        ("boolean", Tinyint1::Boolean),
+                    ],
+                )?
+                .unwrap_or(d.tinyint1),
+            zero_dates: self
+                .choice(
+                    &raw.zero_dates,
+                    &field("zero_dates"),
+                    &[
+                        ("refuse", ZeroDates::Refuse),
+                        ("null", ZeroDates::Null),
+                        ("infinity", ZeroDates::Infinity),
+                    ],
+                )?
+                .unwrap_or(d.zero_dates),
+            nul_in_text: self
+                .choice(
+                    &raw.nul_in_text,
+                    &field("nul_in_text"),
+                    &[("refuse", NulInText::Refuse), ("strip", NulInText::Strip)],
+                )?
+                .unwrap_or(d.nul_in_text),
+        })
+    }
+
+    fn server_kind(&self, raw: &RawEndpoint, section: &str) -> Result<ServerKind, JobError> {
+        let field = |f: &str| format!("{section}.{f}");
+        let kind = match raw.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+            None | Some(("mysql", _)) => ServerKind::Mysql,
+            Some(("postgresql", span)) if section == "source" => {
+                return Err(self.err(
+                    span,
+                    &field("kind"),
+                    "the source is MySQL or MariaDB; kind = \"postgresql\" is for a [target]",
+                ))
+            }
+            Some(("postgresql", _)) => ServerKind::Postgresql,
+            Some((other, span)) => {
+                return Err(self.err(
+                    span,
+                    &field("kind"),
+                    format!("unknown kind {other:?}; expected mysql | postgresql"),
+                ))
+            }
+        };
+        Ok(kind)
+    }
+
+    fn endpoint(
+        &self,
+        raw: Spanned<RawEndpoint>,
+        section: &str,
+    ) -> Result<(Endpoint, Mapping), JobError> {
         let span = raw.span();
         let raw = raw.into_inner();
         let field = |f: &str| format!("{section}.{f}");
@@ -266,6 +402,8 @@ impl Validator<'_> {
                  use password_env = \"VAR\" or password_file = \"path\"",
             ));
         }
+        let kind = self.server_kind(&raw, section)?;
+        let mapping = self.mapping(&raw, kind, section)?;
         let password = match (raw.password_env, raw.password_file) {
             (Some(_), Some(f)) => {
                 return Err(self.err(
@@ -289,8 +427,39 @@ impl Validator<'_> {
         if raw.user.get_ref().is_empty() {
             return Err(self.err(raw.user.span(), &field("user"), "empty user"));
         }
+        let database = match (kind, raw.database) {
+            (ServerKind::Postgresql, Some(d)) if d.get_ref().is_empty() => {
+                return Err(self.err(d.span(), &field("database"), "empty database name"));
+            }
+            (ServerKind::Postgresql, Some(d)) => Some(d.into_inner()),
+            (ServerKind::Postgresql, None) => {
+                return Err(self.err(
+                    span.clone(),
+                    &field("database"),
+                    "a PostgreSQL target needs database = \"name\" (the database its \
+                     schemas are created in)",
+                ))
+            }
+            (ServerKind::Mysql, Some(d)) => {
+                return Err(self.err(
+                    d.span(),
+                    &field("database"),
+                    "database is for a PostgreSQL target (kind = \"postgresql\"); a MySQL \
+                     server's databases are named by [[select]] rename",
+                ))
+            }
+            (ServerKind::Mysql, None) => None,
+        };
+        if let (ServerKind::Postgresql, Some(s)) = (kind, &raw.server_id) {
+            return Err(self.err(
+                s.span(),
+                &field("server_id"),
+                "server_id is the source's replica id; a PostgreSQL target has none",
+            ));
+        }
         let port = match &raw.port {
             Some(p) => self.int_in(p, &field("port"), 1, 65535)? as u16,
+            None if kind == ServerKind::Postgresql => 5432,
             None => 3306,
         };
         let server_id = match &raw.server_id {
@@ -321,7 +490,7 @@ impl Validator<'_> {
                 "tls = \"verify\" needs ca = \"path/to/ca.pem\"",
             ));
         }
-        Ok(Endpoint {
+        let endpoint = Endpoint {
             host: raw.host.into_inner(),
             port,
             user: raw.user.into_inner(),
@@ -329,7 +498,10 @@ impl Validator<'_> {
             server_id,
             tls,
             ca,
-        })
+            kind,
+            database,
+        };
+        Ok((endpoint, mapping))
     }
 
     fn selection(&self, raw: Spanned<RawSelect>) -> Result<Selection, JobError> {

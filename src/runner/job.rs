@@ -39,6 +39,8 @@ pub enum JobError {
     State(#[from] StateError),
     #[error(transparent)]
     Cdc(#[from] CdcError),
+    #[error(transparent)]
+    Pg(crate::pg::load::LoadError),
     #[error("internal error (a bug; please report it with the log): {0}")]
     Bug(String),
 }
@@ -49,9 +51,29 @@ impl JobError {
             JobError::Schema(e) => e.is_retryable(),
             JobError::Full(e) => e.is_retryable(),
             JobError::Cdc(e) => e.is_retryable(),
+            JobError::Pg(e) => e.is_retryable(),
             JobError::Unreachable(_) => true,
             _ => false,
         }
+    }
+}
+
+impl From<crate::pg::load::LoadError> for JobError {
+    fn from(e: crate::pg::load::LoadError) -> Self {
+        use crate::pg::load::LoadError;
+        match e {
+            // A stop is a stop, whichever target.
+            LoadError::Cancelled | LoadError::Plan(FullError::Cancelled) => {
+                JobError::Full(FullError::Cancelled)
+            }
+            e => JobError::Pg(e),
+        }
+    }
+}
+
+impl From<crate::pg::PgError> for JobError {
+    fn from(e: crate::pg::PgError) -> Self {
+        JobError::Pg(e.into())
     }
 }
 

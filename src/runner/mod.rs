@@ -4,6 +4,7 @@
 //! signals pause, resume, throttle and cut it over while it runs.
 
 mod job;
+mod postgresql;
 mod stages;
 mod verifying;
 

@@ -15,7 +15,7 @@ use crate::cdc::{self, CdcError};
 use crate::check::{self, Status};
 use crate::db::{Connector, Role};
 use crate::full::{self, FullError, Load};
-use crate::job::{CdcStart, JobSpec, Mode, VerifyLevel};
+use crate::job::{CdcStart, JobSpec, Mode, ServerKind, VerifyLevel};
 use crate::model::{now_ms, JobState};
 use crate::progress;
 use crate::schema::{self, SchemaError};
@@ -214,6 +214,21 @@ async fn run_stages(
     let Some(target) = &job.target else {
         return Err(JobError::Unsupported(job.mode.as_str()));
     };
+    if target.kind == ServerKind::Postgresql {
+        let catalog = match catalog {
+            Some(c) => c,
+            None => Catalog::read(job, source).await.map_err(SchemaError::Db)?,
+        };
+        let stages = super::postgresql::IntoPostgresql {
+            store,
+            job,
+            control,
+            cancel,
+            source,
+            target,
+        };
+        return stages.run(&catalog, planned).await;
+    }
     let s = Stage {
         store,
         job,

@@ -252,6 +252,8 @@ impl From<JobSpec> for job::JobSpec {
                 Tls::Verify => job::Tls::Verify,
             },
             ca: e.ca,
+            kind: job::ServerKind::Mysql,
+            database: None,
         };
         job::JobSpec {
             name: s.name,
@@ -341,6 +343,7 @@ impl From<JobSpec> for job::JobSpec {
                 exclude_columns: k.exclude_columns,
             }),
             alerts: job::Alerts { lag: s.alerts.lag },
+            mapping: job::Mapping::default(),
         }
     }
 }

@@ -67,6 +67,8 @@ pub enum VerifyError {
     AlreadyRunning(String),
     #[error("cancelled")]
     Cancelled,
+    #[error("{0}")]
+    Postgresql(String),
 }
 
 /// Rechecks of differing rows while the CDC runs, before they are reported.
@@ -147,6 +149,14 @@ struct Worker {
 }
 
 impl Verifier {
+    /// The target, when it is PostgreSQL.
+    fn postgresql(&self) -> Option<&crate::job::Endpoint> {
+        self.job
+            .target
+            .as_ref()
+            .filter(|t| t.kind == crate::job::ServerKind::Postgresql)
+    }
+
     fn is_online(&self) -> bool {
         self.caught_up.is_some()
     }
@@ -193,8 +203,28 @@ impl Verifier {
     }
 
     async fn tables(&self, opts: &Options, run: &mut VerifyRun) -> Result<(), VerifyError> {
-        let catalog = Catalog::read(&self.job, &self.source).await?;
+        let mut catalog = Catalog::read(&self.job, &self.source).await?;
         let tables = select(&catalog.tables, &opts.tables)?;
+        if let Some(t) = self.postgresql() {
+            catalog.tables = tables.into_iter().cloned().collect();
+            let pg_tables = crate::pg::schema::read(&self.job, &self.source, &catalog).await?;
+            let target = crate::pg::PgConnector::new(t);
+            let checksum = opts.level != VerifyLevel::Count;
+            let say = |s: String| self.say(s);
+            let results = crate::pg::verify::tables(
+                &self.job,
+                &self.source,
+                &target,
+                &pg_tables,
+                checksum,
+                &self.cancel,
+                &say,
+            )
+            .await
+            .map_err(|e| VerifyError::Postgresql(e.to_string()))?;
+            run.tables.extend(results);
+            return Ok(());
+        }
         let mut w = Worker {
             src: self.source.connect().await?,
             tgt: self.target.connect().await?,

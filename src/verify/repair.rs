@@ -31,6 +31,13 @@ impl Verifier {
         file: &Path,
         apply: bool,
     ) -> Result<RepairSummary, VerifyError> {
+        if self.postgresql().is_some() {
+            return Err(VerifyError::Postgresql(
+                "--repair writes MySQL statements; repairing a PostgreSQL target is not built \
+                 yet (the verification names the differing keys)"
+                    .into(),
+            ));
+        }
         let catalog = Catalog::read(&self.job, &self.source).await?;
         let mut w = Worker {
             src: self.source.connect().await?,

@@ -8,6 +8,8 @@ mod ddl;
 mod faults;
 mod handover;
 mod legacy;
+pub mod pgserver;
+mod postgres;
 mod resume;
 mod rowevents;
 pub mod server;

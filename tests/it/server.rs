@@ -70,7 +70,7 @@ fn template() -> &'static Path {
 }
 
 /// Kills `pid` and removes `dir` once this test process has exited.
-fn watch_and_remove(pid: Option<u32>, dir: &Path) {
+pub fn watch_and_remove(pid: Option<u32>, dir: &Path) {
     let me = std::process::id();
     let kill = pid
         .map(|p| format!("kill -9 {p} 2>/dev/null;"))

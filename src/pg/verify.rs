@@ -1,0 +1,495 @@
+//! Verification across engines: row counts, then digests computed by
+//! Ferry over one canonical text of each value after the type mapping.
+//!
+//! Both sides are streamed once; each row's key picks one of
+//! [`BUCKETS`] buckets, and each bucket keeps a count and the wrapping sum
+//! of its rows' hashes (a digest independent of row order, so the two
+//! engines' collations and orders do not matter). Buckets that differ are
+//! streamed again, their rows compared by key, and the differing rows
+//! named: missing, extra, or different with the columns.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use futures_util::{pin_mut, TryStreamExt};
+use mysql_async::prelude::*;
+use mysql_async::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{qualified, quote_ident, Connector};
+use crate::job::{JobSpec, Mapping};
+use crate::model::{DiffClass, KeyValue, VerifyDiff, VerifyTable};
+
+use super::conn::{query_err, PgConnector};
+use super::load::LoadError;
+use super::schema::PgTable;
+use super::types::{push_copy, Enc, PgColumn};
+
+/// Buckets a table's rows are digested in.
+const BUCKETS: usize = 256;
+
+/// Counts, or counts and digests (`checksum`), of each table.
+pub async fn tables(
+    job: &JobSpec,
+    source: &Connector,
+    target: &PgConnector,
+    tables: &[PgTable],
+    checksum: bool,
+    cancel: &CancellationToken,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<Vec<VerifyTable>, LoadError> {
+    let mut src = source.connect().await?;
+    let dst = target.connect().await?;
+    let mut out = Vec::new();
+    for (i, t) in tables.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(LoadError::Cancelled);
+        }
+        say(format!(
+            "verifying {}/{}: {}",
+            i + 1,
+            tables.len(),
+            t.source.id()
+        ));
+        let started = Instant::now();
+        let mut v = VerifyTable {
+            table: t.source.id(),
+            target: format!("{}.{}", t.schema, t.source.name),
+            source_rows: 0,
+            target_rows: 0,
+            chunks: 0,
+            chunks_differing: 0,
+            key_columns: key_columns(t),
+            keyless: t.source.key.is_none(),
+            diffs: Vec::new(),
+            truncated: false,
+            duration_ms: 0,
+        };
+        if checksum {
+            compare(job, &mut src, source, &dst, t, &mut v).await?;
+        } else {
+            let n: Option<u64> = src
+                .query_first(format!(
+                    "SELECT COUNT(*) FROM {}",
+                    qualified(&t.source.db, &t.source.name)
+                ))
+                .await
+                .map_err(source.query_err("counting rows"))?;
+            v.source_rows = n.unwrap_or(0);
+            let row = dst
+                .query_one(&format!("SELECT COUNT(*) FROM {}", t.qualified()), &[])
+                .await
+                .map_err(query_err(format!("counting {}", t.qualified())))?;
+            v.target_rows = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        }
+        v.duration_ms = started.elapsed().as_millis() as u64;
+        out.push(v);
+    }
+    let _ = src.disconnect().await;
+    Ok(out)
+}
+
+fn key_columns(t: &PgTable) -> Vec<String> {
+    match &t.source.key {
+        Some(k) => k.columns.clone(),
+        None => t.columns.iter().map(|c| c.name.clone()).collect(),
+    }
+}
+
+/// A row in canonical form: its key and its columns' canonical texts.
+struct Row {
+    key: String,
+    columns: Vec<String>,
+}
+
+impl Row {
+    fn hash(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.columns.hash(&mut h);
+        h.finish()
+    }
+
+    fn bucket(&self) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.key.hash(&mut h);
+        (h.finish() as usize) % BUCKETS
+    }
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Digest {
+    rows: u64,
+    sum: u64,
+}
+
+async fn compare(
+    job: &JobSpec,
+    src: &mut mysql_async::Conn,
+    source: &Connector,
+    dst: &tokio_postgres::Client,
+    t: &PgTable,
+    v: &mut VerifyTable,
+) -> Result<(), LoadError> {
+    let key_at: Vec<usize> = match &t.source.key {
+        Some(k) => k
+            .columns
+            .iter()
+            .filter_map(|c| t.columns.iter().position(|x| x.name == *c))
+            .collect(),
+        None => (0..t.columns.len()).collect(),
+    };
+    let mut a = [Digest::default(); BUCKETS];
+    let mut b = [Digest::default(); BUCKETS];
+    scan_source(job, src, source, t, &key_at, &mut |r| {
+        add(&mut a, &r);
+        true
+    })
+    .await?;
+    scan_target(job, dst, t, &key_at, &mut |r| {
+        add(&mut b, &r);
+        true
+    })
+    .await?;
+    v.source_rows = a.iter().map(|d| d.rows).sum();
+    v.target_rows = b.iter().map(|d| d.rows).sum();
+    v.chunks = BUCKETS as u64;
+    let differing: Vec<bool> = a.iter().zip(&b).map(|(x, y)| x != y).collect();
+    v.chunks_differing = differing.iter().filter(|d| **d).count() as u64;
+    if v.chunks_differing == 0 {
+        return Ok(());
+    }
+    // The rows of the differing buckets, by key (a keyless table's key is
+    // the whole row: copies are counted).
+    let mut theirs: HashMap<String, (Vec<String>, u64)> = HashMap::new();
+    scan_target(job, dst, t, &key_at, &mut |r| {
+        if differing.get(r.bucket()).copied().unwrap_or(false) {
+            let e = theirs.entry(r.key).or_insert((r.columns, 0));
+            e.1 += 1;
+        }
+        true
+    })
+    .await?;
+    let max = job.verify.max_diffs;
+    let mut diffs = Vec::new();
+    let mut truncated = false;
+    let mut push = |d: VerifyDiff| {
+        if diffs.len() < max {
+            diffs.push(d);
+        } else {
+            truncated = true;
+        }
+    };
+    let mut ours: HashMap<String, (Vec<String>, u64)> = HashMap::new();
+    scan_source(job, src, source, t, &key_at, &mut |r| {
+        if differing.get(r.bucket()).copied().unwrap_or(false) {
+            let e = ours.entry(r.key).or_insert((r.columns, 0));
+            e.1 += 1;
+        }
+        true
+    })
+    .await?;
+    for (key, (cols, n)) in &ours {
+        match theirs.get(key) {
+            None => push(diff(t, &key_at, cols, DiffClass::Missing, *n, Vec::new())),
+            Some((tcols, tn)) => {
+                let changed: Vec<String> = cols
+                    .iter()
+                    .zip(tcols)
+                    .zip(&t.columns)
+                    .filter(|((x, y), _)| x != y)
+                    .map(|(_, c)| c.name.clone())
+                    .collect();
+                if !changed.is_empty() {
+                    push(diff(t, &key_at, cols, DiffClass::Different, 1, changed));
+                } else if n > tn {
+                    push(diff(
+                        t,
+                        &key_at,
+                        cols,
+                        DiffClass::Missing,
+                        n - tn,
+                        Vec::new(),
+                    ));
+                } else if tn > n {
+                    push(diff(t, &key_at, cols, DiffClass::Extra, tn - n, Vec::new()));
+                }
+            }
+        }
+    }
+    for (key, (cols, n)) in &theirs {
+        if !ours.contains_key(key) {
+            push(diff(t, &key_at, cols, DiffClass::Extra, *n, Vec::new()));
+        }
+    }
+    v.diffs = diffs;
+    v.truncated = truncated;
+    Ok(())
+}
+
+fn add(d: &mut [Digest; BUCKETS], r: &Row) {
+    if let Some(x) = d.get_mut(r.bucket()) {
+        x.rows += 1;
+        x.sum = x.sum.wrapping_add(r.hash());
+    }
+}
+
+fn diff(
+    t: &PgTable,
+    key_at: &[usize],
+    cols: &[String],
+    class: DiffClass,
+    copies: u64,
+    columns: Vec<String>,
+) -> VerifyDiff {
+    let _ = t;
+    VerifyDiff {
+        class,
+        key: key_at
+            .iter()
+            .map(|i| match cols.get(*i).map(String::as_str) {
+                None | Some("\\N") => KeyValue::Null,
+                Some(s) => KeyValue::Bytes(s.as_bytes().to_vec()),
+            })
+            .collect(),
+        columns,
+        copies,
+    }
+}
+
+async fn scan_source(
+    job: &JobSpec,
+    src: &mut mysql_async::Conn,
+    source: &Connector,
+    t: &PgTable,
+    key_at: &[usize],
+    each: &mut (dyn FnMut(Row) -> bool + Send),
+) -> Result<(), LoadError> {
+    let names: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let sql = format!(
+        "SELECT {} FROM {}",
+        names.join(", "),
+        qualified(&t.source.db, &t.source.name)
+    );
+    let mut result = src
+        .exec_iter(sql, ())
+        .await
+        .map_err(source.query_err(format!("reading {}", t.source.id())))?;
+    while let Some(row) = result
+        .next()
+        .await
+        .map_err(source.query_err(format!("reading {}", t.source.id())))?
+    {
+        let values = row.unwrap();
+        let columns: Vec<String> = values
+            .iter()
+            .zip(&t.columns)
+            .map(|(v, c)| source_text(v, c, &job.mapping))
+            .collect();
+        let key = key_of(&columns, key_at);
+        if !each(Row { key, columns }) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn scan_target(
+    job: &JobSpec,
+    dst: &tokio_postgres::Client,
+    t: &PgTable,
+    key_at: &[usize],
+    each: &mut (dyn FnMut(Row) -> bool + Send),
+) -> Result<(), LoadError> {
+    let _ = job;
+    let names: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| format!("{}::text", super::types::ident(&c.name)))
+        .collect();
+    let sql = format!("SELECT {} FROM {}", names.join(", "), t.qualified());
+    let rows = dst
+        .query_raw(&sql, std::iter::empty::<i32>())
+        .await
+        .map_err(query_err(format!("reading {}", t.qualified())))?;
+    pin_mut!(rows);
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(query_err(format!("reading {}", t.qualified())))?
+    {
+        let columns: Vec<String> = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| target_text(row.get::<_, Option<&str>>(i), c))
+            .collect();
+        let key = key_of(&columns, key_at);
+        if !each(Row { key, columns }) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn key_of(columns: &[String], key_at: &[usize]) -> String {
+    let parts: Vec<&str> = key_at
+        .iter()
+        .filter_map(|i| columns.get(*i).map(String::as_str))
+        .collect();
+    parts.join("\u{1f}")
+}
+
+/// The canonical text of a source value: as written into PostgreSQL, then
+/// read back as PostgreSQL shows it.
+fn source_text(v: &Value, c: &PgColumn, mapping: &Mapping) -> String {
+    let mut buf = Vec::new();
+    if push_copy(&mut buf, v, c.enc, mapping).is_err() {
+        // What the load would have refused: it cannot match.
+        return format!("unfit:{v:?}");
+    }
+    canonical(&unescape_copy(&buf), c)
+}
+
+/// The canonical text of what PostgreSQL holds.
+fn target_text(v: Option<&str>, c: &PgColumn) -> String {
+    match v {
+        None => "\\N".into(),
+        Some(s) => canonical(s, c),
+    }
+}
+
+/// One spelling of a value of `c` however it came: floats and intervals
+/// by value, fractions of seconds without trailing zeros, JSON with its
+/// keys sorted, CHAR without its padding.
+fn canonical(s: &str, c: &PgColumn) -> String {
+    if s == "\\N" {
+        return s.to_string();
+    }
+    match c.enc {
+        Enc::Float if c.sql_type == "real" => s
+            .parse::<f32>()
+            .map(|f| f.to_string())
+            .unwrap_or_else(|_| s.to_string()),
+        Enc::Float => s
+            .parse::<f64>()
+            .map(|f| f.to_string())
+            .unwrap_or_else(|_| s.to_string()),
+        Enc::Timestamp | Enc::TimestampTz => trim_fraction(s),
+        Enc::Interval => interval(s).unwrap_or_else(|| s.to_string()),
+        Enc::Text if c.sql_type == "jsonb" => serde_json::from_str::<serde_json::Value>(s)
+            .map(|j| sorted(&j).to_string())
+            .unwrap_or_else(|_| s.to_string()),
+        Enc::Text if c.sql_type.starts_with("character(") => s.trim_end_matches(' ').to_string(),
+        Enc::Bytea => s.trim_start_matches("\\x").to_string(),
+        Enc::Bool => match s {
+            "true" => "t".into(),
+            "false" => "f".into(),
+            other => other.to_string(),
+        },
+        _ => s.to_string(),
+    }
+}
+
+fn sorted(j: &serde_json::Value) -> serde_json::Value {
+    match j {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                if let Some(v) = m.get(k) {
+                    out.insert(k.clone(), sorted(v));
+                }
+            }
+            serde_json::Value::Object(out)
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `12:00:01.500000+00` → `12:00:01.5+00`.
+fn trim_fraction(s: &str) -> String {
+    let Some(dot) = s.rfind('.') else {
+        return s.to_string();
+    };
+    let (head, rest) = s.split_at(dot);
+    let digits: String = rest
+        .chars()
+        .skip(1)
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let tail = rest.get(1 + digits.len()..).unwrap_or_default();
+    let digits = digits.trim_end_matches('0');
+    if digits.is_empty() {
+        format!("{head}{tail}")
+    } else {
+        format!("{head}.{digits}{tail}")
+    }
+}
+
+/// `[-]H:MM:SS[.f]` as signed microseconds.
+fn interval(s: &str) -> Option<String> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s),
+    };
+    let mut parts = body.split(':');
+    let h: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let sec = parts.next()?;
+    let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+    let sec: i64 = whole.parse().ok()?;
+    let micros: i64 = format!("{frac:0<6}").get(..6)?.parse().ok()?;
+    let total = ((h * 60 + m) * 60 + sec) * 1_000_000 + micros;
+    Some(if neg { -total } else { total }.to_string())
+}
+
+/// COPY text back to the value: `\\` `\t` `\n` `\r` unescaped.
+fn unescape_copy(b: &[u8]) -> String {
+    if b == b"\\N" {
+        return "\\N".into();
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = b.iter();
+    while let Some(&c) = i.next() {
+        if c == b'\\' {
+            match i.next() {
+                Some(b't') => out.push(b'\t'),
+                Some(b'n') => out.push(b'\n'),
+                Some(b'r') => out.push(b'\r'),
+                Some(&o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_meet() {
+        assert_eq!(
+            trim_fraction("2024-01-01 00:00:01.500000+00"),
+            "2024-01-01 00:00:01.5+00"
+        );
+        assert_eq!(
+            trim_fraction("2024-01-01 00:00:01.000000"),
+            "2024-01-01 00:00:01"
+        );
+        assert_eq!(interval("838:59:59"), interval("838:59:59.000000"));
+        assert_eq!(interval("01:02:03.0005"), interval("1:02:03.000500"));
+        assert_eq!(interval("-838:59:59").as_deref(), Some("-3020399000000"));
+        assert_eq!(unescape_copy(b"a\\tb\\\\c"), "a\tb\\c");
+        assert_eq!(
+            sorted(&serde_json::json!({"k": 1, "a": {"z": 1, "b": 2}})).to_string(),
+            r#"{"a":{"b":2,"z":1},"k":1}"#
+        );
+    }
+}

@@ -1,0 +1,592 @@
+//! MySQL/MariaDB to PostgreSQL (`[target] kind = "postgresql"`) against a
+//! real PostgreSQL started by the tests: every column type through the
+//! documented mapping, Sakila with its keys and sequences, kill -9 during
+//! the load, the precheck's refusals.
+
+use std::time::Duration;
+
+use crate::cdc::signal;
+use crate::pgserver::{shared_pg, PgServer};
+use crate::*;
+
+/// A job from `db` on the shared source into PostgreSQL database
+/// `pg_db`, schema `schema`, with `extra` [target] keys and sections.
+fn pg_job(
+    name: &str,
+    db: &str,
+    schema: &str,
+    pg_db: &str,
+    target_keys: &str,
+    extra: &str,
+) -> String {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    job_toml(name, "full", None, db, schema, extra, source, pg.port).replace(
+        "password_env = \"FERRY_DST_PASSWORD\"",
+        &format!(
+            "password_env = \"FERRY_DST_PASSWORD\"\nkind = \"postgresql\"\ndatabase = \"{pg_db}\"\n{target_keys}"
+        ),
+    )
+}
+
+/// Column → its PostgreSQL type, as `format_type` shows it.
+fn pg_types(pg: &PgServer, db: &str, schema: &str, table: &str) -> Vec<(String, String)> {
+    pg.sql(
+        db,
+        &format!(
+            "SELECT attname || '=' || format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = '\"{schema}\".\"{table}\"'::regclass AND attnum > 0 \
+             AND NOT attisdropped ORDER BY attnum"
+        ),
+    )
+    .lines()
+    .map(|l| {
+        let (a, b) = l.split_once('=').expect("name=type");
+        (a.to_string(), b.to_string())
+    })
+    .collect()
+}
+
+#[test]
+fn every_type_arrives_as_the_mapping_says() {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    source.sql(
+        "DROP DATABASE IF EXISTS pgt_src; CREATE DATABASE pgt_src; USE pgt_src;
+         SET SESSION sql_mode = '';
+         CREATE TABLE types (
+           id INT AUTO_INCREMENT PRIMARY KEY,
+           ti TINYINT, tiu TINYINT UNSIGNED, b TINYINT(1), si SMALLINT, siu SMALLINT UNSIGNED,
+           mi MEDIUMINT, i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
+           d DECIMAL(30,10), f FLOAT, db DOUBLE,
+           c CHAR(5), vc VARCHAR(20), tx TEXT, l1 VARCHAR(20) CHARACTER SET latin1,
+           bin BINARY(4), vb VARBINARY(10), bl BLOB,
+           dt DATE, dtm DATETIME(6), ts TIMESTAMP(3) NULL DEFAULT NULL, tm TIME(6), y YEAR,
+           e ENUM('small','large'), st SET('a','b','c'), j JSON, bt BIT(10), g POINT,
+           dflt VARCHAR(10) DEFAULT 'x''y',
+           upd TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+           gen INT AS (si + 1) VIRTUAL,
+           UNIQUE KEY u_vc (vc), KEY k_tx (tx(10)), KEY k_multi (si, mi)
+         ) AUTO_INCREMENT = 1000;
+         INSERT INTO types (id, ti, tiu, b, si, siu, mi, i, iu, bi, biu, d, f, db, c, vc, tx, l1,
+           bin, vb, bl, dt, dtm, ts, tm, y, e, st, j, bt, g, upd) VALUES
+          (1, 127, 255, 1, 32767, 65535, 8388607, 2147483647, 4294967295,
+           9223372036854775807, 18446744073709551615, 12345678901234567890.0123456789,
+           3.40282e38, 1.7976931348623157e308, 'abc', 'max', 'tab\there\nnl \\\\ back ''q'' 😀',
+           'café', 'ab', x'00ff', x'deadbeef', '9999-12-31', '9999-12-31 23:59:59.999999',
+           '2038-01-19 03:14:07.999', '838:59:59.000000', 2155, 'large', 'a,c',
+           '{\"k\": [1, 2.5, \"x\"], \"a\": null}', b'1010101010', ST_GeomFromText('POINT(1 2)'),
+           '2020-01-01 00:00:00'),
+          (2, -128, 0, 0, -32768, 0, -8388608, -2147483648, 0,
+           -9223372036854775808, 0, -0.0000000001, -1.17549e-38, -2.2250738585072014e-308,
+           '', '', '', '', '', '', '', '1000-01-01', '1000-01-01 00:00:00.000001',
+           '1970-01-01 00:00:01.000', '-838:59:59.000000', 1901, 'small', '', '[]', b'0',
+           NULL, '2020-01-01 00:00:00'),
+          (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           NULL, NULL, NULL, '2020-01-01 00:00:00');",
+    );
+    pg.database("pgt");
+    let tmp = temp_dir("pg-types");
+    let job = write_job(
+        tmp.path(),
+        &pg_job("pg-types", "pgt_src", "pgt", "pgt", "", ""),
+    );
+    let out = run(ferry(&tmp.path().join("state")).arg("run").arg(&job));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let types = pg_types(pg, "pgt", "pgt", "types");
+    let want = [
+        ("id", "integer"),
+        ("ti", "smallint"),
+        ("tiu", "smallint"),
+        ("b", "smallint"),
+        ("si", "smallint"),
+        ("siu", "integer"),
+        ("mi", "integer"),
+        ("i", "integer"),
+        ("iu", "bigint"),
+        ("bi", "bigint"),
+        ("biu", "numeric(20,0)"),
+        ("d", "numeric(30,10)"),
+        ("f", "real"),
+        ("db", "double precision"),
+        ("c", "character(5)"),
+        ("vc", "character varying(20)"),
+        ("tx", "text"),
+        ("l1", "character varying(20)"),
+        ("bin", "bytea"),
+        ("vb", "bytea"),
+        ("bl", "bytea"),
+        ("dt", "date"),
+        ("dtm", "timestamp(6) without time zone"),
+        ("ts", "timestamp(3) with time zone"),
+        ("tm", "interval"),
+        ("y", "smallint"),
+        ("e", "text"),
+        ("st", "text"),
+        ("j", "jsonb"),
+        ("bt", "bit(10)"),
+        ("g", "bytea"),
+        ("dflt", "character varying(10)"),
+        ("upd", "timestamp(0) with time zone"),
+        ("gen", "integer"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(types, want);
+
+    let value = |col: &str, id: i32| {
+        pg.sql(
+            "pgt",
+            &format!("SELECT COALESCE({col}::text, 'NULL') FROM pgt.types WHERE id = {id}"),
+        )
+    };
+    let expect = [
+        ("ti", "127", "-128"),
+        ("tiu", "255", "0"),
+        ("b", "1", "0"),
+        ("siu", "65535", "0"),
+        ("mi", "8388607", "-8388608"),
+        ("iu", "4294967295", "0"),
+        ("bi", "9223372036854775807", "-9223372036854775808"),
+        ("biu", "18446744073709551615", "0"),
+        ("d", "12345678901234567890.0123456789", "-0.0000000001"),
+        ("f", "3.40282e+38", "-1.17549e-38"),
+        ("db", "1.7976931348623157e+308", "-2.2250738585072014e-308"),
+        ("c", "abc", ""),
+        ("vc", "max", ""),
+        ("tx", "tab\there\nnl \\ back 'q' 😀", ""),
+        ("l1", "café", ""),
+        ("bin", "\\x61620000", "\\x00000000"),
+        ("vb", "\\x00ff", "\\x"),
+        ("bl", "\\xdeadbeef", "\\x"),
+        ("dt", "9999-12-31", "1000-01-01"),
+        (
+            "dtm",
+            "9999-12-31 23:59:59.999999",
+            "1000-01-01 00:00:00.000001",
+        ),
+        ("ts", "2038-01-19 03:14:07.999+00", "1970-01-01 00:00:01+00"),
+        ("tm", "838:59:59", "-838:59:59"),
+        ("y", "2155", "1901"),
+        ("e", "large", "small"),
+        ("st", "a,c", ""),
+        ("j", "{\"a\": null, \"k\": [1, 2.5, \"x\"]}", "[]"),
+        ("bt", "1010101010", "0000000000"),
+        (
+            "g",
+            "\\x000000000101000000000000000000f03f0000000000000040",
+            "NULL",
+        ),
+        ("dflt", "x'y", "x'y"),
+        ("gen", "32768", "-32767"),
+    ];
+    for (col, one, two) in expect {
+        assert_eq!(value(col, 1), one, "{col} of row 1");
+        assert_eq!(value(col, 2), two, "{col} of row 2");
+        if col != "dflt" {
+            assert_eq!(value(col, 3), "NULL", "{col} of row 3");
+        }
+    }
+    // Keys and indexes after the data; the identity goes on after the
+    // source's AUTO_INCREMENT; ON UPDATE is a trigger.
+    let indexes = pg.sql(
+        "pgt",
+        "SELECT string_agg(indexdef, ' | ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'pgt'",
+    );
+    assert!(
+        indexes.contains("UNIQUE INDEX types_pkey ON pgt.types USING btree (id)"),
+        "{indexes}"
+    );
+    assert!(
+        indexes.contains("UNIQUE INDEX types_u_vc ON pgt.types USING btree (vc)"),
+        "{indexes}"
+    );
+    assert!(
+        indexes.contains("types_k_tx ON pgt.types USING btree (\"left\"(tx, 10))"),
+        "{indexes}"
+    );
+    assert!(
+        indexes.contains("types_k_multi ON pgt.types USING btree (si, mi)"),
+        "{indexes}"
+    );
+    assert_eq!(
+        pg.sql(
+            "pgt",
+            "INSERT INTO pgt.types (vc, upd) VALUES ('new', now()) RETURNING id"
+        ),
+        "1000"
+    );
+    pg.sql("pgt", "UPDATE pgt.types SET vc = 'changed' WHERE id = 2");
+    assert_ne!(
+        value("upd", 2),
+        "2020-01-01 00:00:00+00",
+        "the trigger stamps updates"
+    );
+    assert_eq!(value("upd", 1), "2020-01-01 00:00:00+00");
+    // The enum's members are checked.
+    assert!(pg
+        .try_sql(
+            "pgt",
+            "INSERT INTO pgt.types (e, upd) VALUES ('medium', now())"
+        )
+        .is_err());
+}
+
+/// Sakila: every table with its rows, keys, foreign keys and sequences;
+/// the counts verified after the load.
+#[test]
+fn sakila_into_postgresql_with_keys_and_sequences() {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    let sakila = repo().join("testdata/sakila");
+    source.sql_file(&sakila.join("sakila-mv-schema.sql"));
+    source.sql_file(&sakila.join("sakila-mv-data.sql"));
+    pg.database("pgsakila");
+    let tmp = temp_dir("pg-sakila");
+    let job = write_job(
+        tmp.path(),
+        &pg_job(
+            "pg-sakila",
+            "sakila",
+            "sakila",
+            "pgsakila",
+            "",
+            "[full]\nthreads = 4\nchunk_rows = 2000\n[verify]\nafter_full = \"count\"",
+        ),
+    );
+    let state = tmp.path().join("state");
+    let out = run(ferry(&state).arg("check").arg(&job));
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("PASS  target.connect"), "{log}");
+    assert!(
+        log.contains("WARN  target.mapping"),
+        "the FULLTEXT and spatial notes: {log}"
+    );
+    let out = run(ferry(&state).arg("run").arg(&job));
+    assert!(out.status.success(), "{}", text(&out));
+    let tables = source.sql(
+        "SELECT GROUP_CONCAT(TABLE_NAME ORDER BY TABLE_NAME) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = 'sakila' AND TABLE_TYPE = 'BASE TABLE'",
+    );
+    for t in tables.split(',') {
+        assert_eq!(
+            pg.sql("pgsakila", &format!("SELECT COUNT(*) FROM sakila.\"{t}\"")),
+            source.sql(&format!("SELECT COUNT(*) FROM sakila.`{t}`")),
+            "{t}"
+        );
+    }
+    let fks = pg.sql(
+        "pgsakila",
+        "SELECT COUNT(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+         WHERE n.nspname = 'sakila' AND c.contype = 'f'",
+    );
+    assert_eq!(
+        fks,
+        source.sql(
+            "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = 'sakila'"
+        )
+    );
+    // The identity goes on where the source's AUTO_INCREMENT would.
+    let next = source.sql(
+        "SELECT AUTO_INCREMENT FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = 'sakila' AND TABLE_NAME = 'actor'",
+    );
+    assert_eq!(
+        pg.sql(
+            "pgsakila",
+            "INSERT INTO sakila.actor (first_name, last_name) VALUES ('A', 'B') RETURNING actor_id"
+        ),
+        next
+    );
+    // A foreign key holds.
+    assert!(pg
+        .try_sql(
+            "pgsakila",
+            "INSERT INTO sakila.film_actor (actor_id, film_id) VALUES (99999, 1)"
+        )
+        .is_err());
+    let st = job_status(&state, "pg-sakila").expect("status");
+    assert_eq!(st.state, "done");
+    let v = st.verification.expect("verified after the load");
+    assert!(v.ok && v.level == "count" && v.tables.len() > 10, "{v:?}");
+}
+
+/// kill -9 twice during the load, then a resume: every row once (the
+/// primary key, created after the data, would refuse a duplicate), and
+/// the chunks finished before the kills are not copied again.
+#[test]
+fn kill_9_during_the_load_into_postgresql_then_resume() {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    source.sql(
+        "DROP DATABASE IF EXISTS pgk_src; CREATE DATABASE pgk_src; USE pgk_src;
+         CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(100), n DOUBLE);
+         INSERT INTO big SELECT seq, REPEAT(CHAR(65 + seq % 26), seq % 100), seq / 7 FROM seq_1_to_30000;
+         CREATE TABLE pairs (a INT NOT NULL, b INT NOT NULL, v BLOB, PRIMARY KEY (a, b));
+         INSERT INTO pairs SELECT seq % 100, seq, UNHEX(MD5(seq)) FROM seq_1_to_15000;
+         CREATE TABLE heap (x INT, y VARCHAR(10));
+         INSERT INTO heap SELECT seq % 10, 'dup' FROM seq_1_to_7000;",
+    );
+    pg.database("pgk");
+    let tmp = temp_dir("pg-kill");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &pg_job(
+            "pg-kill",
+            "pgk_src",
+            "pgk",
+            "pgk",
+            "",
+            "[full]\nthreads = 2\nchunk_rows = 1000\nrows_per_sec = 15000",
+        ),
+    );
+    let rows = || -> u64 {
+        pg.try_sql("pgk", "SELECT COUNT(*) FROM pgk.big")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    for threshold in [4000, 12000] {
+        let mut child = spawn_run(&state, &job);
+        wait_until(Duration::from_secs(60), "rows on the target", || {
+            rows() >= threshold
+        });
+        signal(&child, "KILL");
+        let _ = child.wait();
+    }
+    assert!(
+        rows() < 30000,
+        "the load finished before the kill; slow it down"
+    );
+    let out = run(ferry(&state).arg("run").arg(&job));
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let copied = copied_by_this_run(&log);
+    assert!(copied < 52000, "copied {copied} rows again:\n{log}");
+    for (t, digest) in [
+        (
+            "big",
+            "COUNT(*), SUM(id), SUM(LENGTH(payload)), SUM(FLOOR(n))",
+        ),
+        ("pairs", "COUNT(*), SUM(a), SUM(b), SUM(LENGTH(v))"),
+        ("heap", "COUNT(*), SUM(x), SUM(LENGTH(y))"),
+    ] {
+        let mysql = source.sql(&format!("SELECT CONCAT_WS('|', {digest}) FROM pgk_src.{t}"));
+        let postgres = pg.sql(
+            "pgk",
+            &format!("SELECT concat_ws('|', {digest}) FROM pgk.{t}"),
+        );
+        assert_eq!(postgres, mysql, "{t}");
+    }
+    assert_eq!(
+        pg.sql("pgk", "SELECT COUNT(*) FROM pg_constraint WHERE contype = 'p' AND conrelid = 'pgk.big'::regclass"),
+        "1"
+    );
+}
+
+/// What the precheck and the load refuse, each with what to do: a zero
+/// date under the default mapping (the load names table, column and key;
+/// `zero_dates = "null"` carries it), a missing database, a wrong
+/// password (never shown), a target table that holds rows.
+#[test]
+fn postgresql_refusals_say_what_to_do() {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    source.sql(
+        "DROP DATABASE IF EXISTS pgr_src; CREATE DATABASE pgr_src; USE pgr_src;
+         SET SESSION sql_mode = '';
+         CREATE TABLE t (id INT PRIMARY KEY, d DATE NOT NULL, s VARCHAR(10));
+         INSERT INTO t VALUES (1, '2024-01-01', 'ok'), (2, '0000-00-00', CONCAT('a', CHAR(0), 'b'));",
+    );
+    pg.database("pgr");
+    let tmp = temp_dir("pg-refuse");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &pg_job("pg-refuse", "pgr_src", "pgr", "pgr", "", ""),
+    );
+    let out = run(ferry(&state).arg("run").arg(&job));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("pgr_src.t.d") && log.contains("zero date") && log.contains("zero_dates"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+
+    // Mapped as chosen: zero dates to NULL, NUL characters stripped.
+    let tmp = temp_dir("pg-map");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &pg_job(
+            "pg-map",
+            "pgr_src",
+            "pgr",
+            "pgr",
+            "zero_dates = \"null\"\nnul_in_text = \"strip\"",
+            "",
+        ),
+    );
+    // The load above left the table bare and empty: not in the way.
+    let out = run(ferry(&state).arg("run").arg(&job));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        pg.sql(
+            "pgr",
+            "SELECT COALESCE(d::text, 'NULL') || ' ' || s FROM pgr.t ORDER BY id"
+        ),
+        "2024-01-01 ok\nNULL ab"
+    );
+
+    // Rows in the way, then a missing database and a wrong password.
+    let tmp = temp_dir("pg-full");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &pg_job("pg-full", "pgr_src", "pgr", "pgr", "", ""),
+    );
+    let out = run(ferry(&state).arg("check").arg(&job));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("FAIL  target.empty") && log.contains("already holds rows"),
+        "{log}"
+    );
+
+    let job = write_job(
+        tmp.path(),
+        &pg_job("pg-nodb", "pgr_src", "pgr", "nosuchdb", "", ""),
+    );
+    let out = run(ferry(&state).arg("check").arg(&job));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("CREATE DATABASE \"nosuchdb\""),
+        "the fix: {log}"
+    );
+
+    let wrong = "Wr0ng-pa55-Zebra";
+    let out = run(ferry(&state)
+        .arg("check")
+        .arg(&job)
+        .env("FERRY_DST_PASSWORD", wrong));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("password authentication failed"), "{log}");
+    assert!(!log.contains(wrong) && !log.contains(PASSWORD), "{log}");
+}
+
+/// Job-file keys of a PostgreSQL target: contradictions are errors with
+/// file, line and field.
+#[test]
+fn postgresql_job_keys_are_checked() {
+    let tmp = temp_dir("pg-keys");
+    let state = tmp.path().join("state");
+    let base = pg_job("pg-keys", "pgr_src", "pgr", "pgr", "", "");
+    for (text_job, what) in [
+        (base.replace("database = \"pgr\"\n", ""), "target.database"),
+        (base.replace("mode = \"full\"", "mode = \"sync\""), "mode"),
+        (
+            base.replace("kind = \"postgresql\"", "kind = \"oracle\""),
+            "target.kind",
+        ),
+        (
+            base.replace("kind = \"postgresql\"\n", ""),
+            "target.database",
+        ),
+        (
+            base.replace(
+                "database = \"pgr\"",
+                "database = \"pgr\"\ntinyint1 = \"bit\"",
+            ),
+            "target.tinyint1",
+        ),
+    ] {
+        let job = write_job(tmp.path(), &text_job);
+        let out = run(ferry(&state).arg("check").arg(&job));
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {log}");
+        assert!(
+            log.contains(what) && log.contains("job.toml:"),
+            "{what}: {log}"
+        );
+    }
+}
+
+/// `ferry verify --checksum` across engines: equal after the load (every
+/// type, through the mapping), then differences injected on the target
+/// are found and named: a missing row, an extra row, a changed value.
+#[test]
+fn verify_across_engines_names_the_rows_that_differ() {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    source.sql(
+        "DROP DATABASE IF EXISTS pgv_src; CREATE DATABASE pgv_src; USE pgv_src;
+         CREATE TABLE t (id INT PRIMARY KEY, f FLOAT, d DOUBLE, dt DATETIME(6), tm TIME(3),
+           j JSON, c CHAR(4), b TINYINT(1), v VARCHAR(20), bl BLOB);
+         INSERT INTO t SELECT seq, seq / 3, seq / 7, '2024-01-01 00:00:00.5' + INTERVAL seq SECOND,
+           SEC_TO_TIME(seq * 100) , JSON_OBJECT('n', seq, 'a', 'x'), 'ab', seq % 2,
+           CONCAT('v', seq), UNHEX(MD5(seq)) FROM seq_1_to_3000;
+         CREATE TABLE heap (x INT, y VARCHAR(5));
+         INSERT INTO heap SELECT seq % 5, 'dup' FROM seq_1_to_100;",
+    );
+    pg.database("pgv");
+    let tmp = temp_dir("pg-verify");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &pg_job(
+            "pg-verify",
+            "pgv_src",
+            "pgv",
+            "pgv",
+            "tinyint1 = \"boolean\"",
+            "[verify]\nafter_full = \"checksum\"",
+        ),
+    );
+    let out = run(ferry(&state).arg("run").arg(&job));
+    assert!(out.status.success(), "{}", text(&out));
+    let st = job_status(&state, "pg-verify").expect("status");
+    let v = st.verification.expect("verified after the load");
+    assert!(v.ok && v.level == "checksum", "{v:?}");
+
+    pg.sql(
+        "pgv",
+        "DELETE FROM pgv.t WHERE id = 10; UPDATE pgv.t SET v = 'changed' WHERE id = 20; \
+         INSERT INTO pgv.t (id, v) VALUES (5000, 'extra'); DELETE FROM pgv.heap WHERE ctid IN \
+         (SELECT ctid FROM pgv.heap WHERE x = 1 LIMIT 2)",
+    );
+    let out = run(ferry(&state).args(["verify", "pg-verify", "--checksum", "--json"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let t = run["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| t["table"] == "pgv_src.t")
+        .expect("t")
+        .clone();
+    let diffs = t["diffs"].to_string();
+    assert!(
+        diffs.contains("missing") && diffs.contains("extra") && diffs.contains("different"),
+        "{t}"
+    );
+    assert!(diffs.contains("\"v\""), "the changed column is named: {t}");
+    let heap = run["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| t["table"] == "pgv_src.heap")
+        .expect("heap")
+        .clone();
+    assert_eq!(heap["source_rows"], 100, "{heap}");
+    assert_eq!(heap["target_rows"], 98, "{heap}");
+}
