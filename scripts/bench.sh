@@ -19,7 +19,9 @@
 #
 # Verification and subscriptions: see bench_verify and bench_subscribe.
 #
-#   scripts/bench.sh [full|cdc|verify|subscribe|all]   (default all; ROWS=250000 TABLES=4
+# Into PostgreSQL: see bench_pg (not part of `all`).
+#
+#   scripts/bench.sh [full|cdc|verify|subscribe|pg|all]   (default all; ROWS=250000 TABLES=4
 #                                      THREADS=4 ROUNDS=1 BURST=30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -426,12 +428,81 @@ stream = \"BENCH\"")
   printf '%-48s %8.2f %10d %12s\n' "subscribe -> NATS JetStream (acks awaited)" "$nats_s" "$(crate "$nats_s")" "$(echo "scale=2; $decode_s / $nats_s" | bc)"
 }
 
+# ------------------------------------------------------- into PostgreSQL
+# The 1M-row sysbench set loaded into a sandbox PostgreSQL (initdb'd under
+# $SANDBOX/pg, port PG_PORT) by ferry ([target] kind = "postgresql",
+# THREADS threads) and by pgloader (Debian's package, its defaults: 4
+# workers), each into a fresh database; both compared to the source.
+PG_PORT=${PG_PORT:-23309}
+pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1; }
+pgsql() { PGPASSWORD=$PW "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U ferry -d "$1" -XAtq -c "$2"; }
+start_pg() {
+  local dir=${SANDBOX:-$PWD/.sandbox}/pg bin; bin=$(pg_bin)
+  local as=(); [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+  if [ ! -d "$dir/data" ]; then
+    mkdir -p "$dir"; echo "$PW" >"$dir/pw"
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir"
+    "${as[@]}" "$bin/initdb" -D "$dir/data" -U ferry -E UTF8 --locale=C --auth-host=scram-sha-256 \
+      --auth-local=trust --pwfile="$dir/pw" >/dev/null
+  fi
+  if ! PGPASSWORD=$PW "$bin/pg_isready" -h 127.0.0.1 -p "$PG_PORT" >/dev/null 2>&1; then
+    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+      -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c max_wal_size=4GB" start >/dev/null
+  fi
+}
+
+bench_pg() {
+prepare_sbtest
+command -v pgloader >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; \
+  $sudo apt-get install -y -qq pgloader postgresql >/dev/null; }
+start_pg
+for i in $(seq 1 "$TABLES"); do sql source -N -e "CHECKSUM TABLE sbtest.sbtest$i" >/dev/null; done
+declare -A PGSECS
+for db in bench_ferry bench_pgloader; do
+  pgsql postgres "DROP DATABASE IF EXISTS $db"; pgsql postgres "CREATE DATABASE $db"
+done
+{ scripts/sandbox.sh job bench-pg full sbtest sbtest "$PG_PORT"; cat <<EOF
+[full]
+threads = $THREADS
+EOF
+} | sed 's/^password_env = "FERRY_DST_PASSWORD"$/password_env = "FERRY_DST_PASSWORD"\nkind = "postgresql"\ndatabase = "bench_ferry"/' \
+  | grep -v '^server_id' >"$WORK/pg.toml"
+rm -rf "$WORK/pgstate"
+local t0; t0=$(now)
+/usr/bin/time -f "%M" -o "$WORK/pgrss" "$FERRY" --state "$WORK/pgstate" run "$WORK/pg.toml" 2>"$WORK/pg.err" \
+  || { cat "$WORK/pg.err"; exit 1; }
+PGSECS[ferry]=$(echo "$(now) - $t0" | bc)
+t0=$(now)
+pgloader --quiet "mysql://ferry:$PW@127.0.0.1:$SOURCE_PORT/sbtest" \
+  "postgresql://ferry:$PW@127.0.0.1:$PG_PORT/bench_pgloader" >"$WORK/pgloader.log" 2>&1 \
+  || { tail -20 "$WORK/pgloader.log"; exit 1; }
+PGSECS[pgloader]=$(echo "$(now) - $t0" | bc)
+for i in $(seq 1 "$TABLES"); do
+  want=$(sql source -N -e "SELECT CONCAT(COUNT(*), '|', SUM(k), '|', SUM(LENGTH(c))) FROM sbtest.sbtest$i")
+  for db in bench_ferry bench_pgloader; do
+    got=$(pgsql "$db" "SELECT COUNT(*) || '|' || SUM(k) || '|' || SUM(LENGTH(c)) FROM sbtest.sbtest$i")
+    [ "$got" = "$want" ] || { echo "MISMATCH: $db sbtest$i: $got != $want" >&2; exit 1; }
+  done
+done
+echo
+echo "Full load into PostgreSQL $("$(pg_bin)/postgres" --version | awk '{print $3}') of $TOTAL rows ($TABLES sysbench tables x $ROWS),"
+echo "$(nproc) cores, MariaDB source and PostgreSQL target on this machine"
+printf '%-44s %8s %10s %12s\n' "" seconds rows/s "ferry faster"
+printf '%-44s %8.2f %10d %12s\n' "ferry ($THREADS threads, COPY)" "${PGSECS[ferry]}" \
+  "$(echo "$TOTAL / ${PGSECS[ferry]}" | bc)" ""
+printf '%-44s %8.2f %10d %12s\n' "pgloader (defaults)" "${PGSECS[pgloader]}" \
+  "$(echo "$TOTAL / ${PGSECS[pgloader]}" | bc)" "$(echo "scale=2; ${PGSECS[pgloader]} / ${PGSECS[ferry]}" | bc)x"
+echo "ferry peak RSS: $(( $(cat "$WORK/pgrss") / 1024 )) MiB"
+echo "CDC apply into PostgreSQL: not built yet (mode = \"full\" only)"
+}
+
 case $WHAT in
   full) bench_full ;;
   cdc) bench_cdc ;;
   verify) bench_verify ;;
   subscribe) bench_subscribe ;;
+  pg) bench_pg ;;
   all) bench_full; echo; bench_cdc; echo; bench_verify; echo; bench_subscribe ;;
-  *) echo "usage: scripts/bench.sh [full|cdc|verify|subscribe|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [full|cdc|verify|subscribe|pg|all]" >&2; exit 2 ;;
 esac
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing, then runs the whole suite:
 # formatting, clippy, unit tests and the integration tests, which start their
-# own throwaway MariaDB servers on free ports.
+# own throwaway MariaDB servers (and a PostgreSQL) on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
@@ -14,6 +14,8 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v pt-online-schema-change >/dev/null 2>&1 || missing+=(percona-toolkit)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# PostgreSQL for the PostgreSQL target tests (they initdb their own).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=""

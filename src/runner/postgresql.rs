@@ -10,17 +10,15 @@ use tracing::info;
 
 use crate::catalog::Catalog;
 use crate::db::Connector;
-use crate::job::{Endpoint, JobSpec, VerifyLevel};
+use crate::job::{Endpoint, JobSpec};
 use crate::model::JobState;
 use crate::pg::load::{self, PgLoad};
 use crate::pg::{self, PgConnector};
-use crate::progress;
 use crate::schema::SchemaError;
 use crate::state::Store;
-use crate::verify;
 
 use super::job::{lock, JobControl, JobError};
-use super::verifying::{verified_after_full, verify_job};
+use super::stages::{reported, verify_after_full};
 
 /// What the stages work with.
 pub(super) struct IntoPostgresql<'a> {
@@ -66,42 +64,14 @@ impl IntoPostgresql<'_> {
         let progress = load::plan(&l, &tables).await?;
         store.update_job(&job.name, |j| j.load_planned = true)?;
         *lock(&control.progress) = progress.clone();
-        let stop_report = CancellationToken::new();
-        let report = control
-            .observer
-            .full_load(&job.name, progress.clone(), stop_report.clone());
-        let (result, ()) = tokio::join!(
-            async {
-                let r = load::run(&l, &tables, &progress).await;
-                stop_report.cancel();
-                r
-            },
-            report
-        );
-        result?;
-        let summary = progress::summary(&progress, started);
-        info!("{summary}");
-        control.observer.say(&job.name, &summary);
+        reported(
+            control,
+            &progress,
+            started,
+            load::run(&l, &tables, &progress),
+        )
+        .await?;
         load::finish(&l, &tables).await?;
-
-        if job.verify.after_full != VerifyLevel::None && !verified_after_full(store, job) {
-            control.set_state(JobState::Verifying, None)?;
-            let opts = verify::Options {
-                level: job.verify.after_full,
-                tables: Vec::new(),
-                trigger: "after_full".into(),
-            };
-            // A verification that cannot run is reported, not a failed load.
-            let _ = verify_job(
-                store,
-                job,
-                Some(control),
-                &opts,
-                None,
-                self.cancel.child_token(),
-            )
-            .await;
-        }
-        Ok(())
+        verify_after_full(store, job, control, self.cancel).await
     }
 }

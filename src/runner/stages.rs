@@ -16,7 +16,7 @@ use crate::check::{self, Status};
 use crate::db::{Connector, Role};
 use crate::full::{self, FullError, Load};
 use crate::job::{CdcStart, JobSpec, Mode, ServerKind, VerifyLevel};
-use crate::model::{now_ms, JobState};
+use crate::model::{now_ms, JobState, TableProgress};
 use crate::progress;
 use crate::schema::{self, SchemaError};
 use crate::state::{JobRecord, Store};
@@ -333,22 +333,7 @@ impl Stage<'_> {
         self.store
             .update_job(&job.name, |j| j.load_planned = true)?;
         *lock(&control.progress) = progress.clone();
-        let stop_report = CancellationToken::new();
-        let report = control
-            .observer
-            .full_load(&job.name, progress.clone(), stop_report.clone());
-        let (result, ()) = tokio::join!(
-            async {
-                let r = full::run(&load, &progress).await;
-                stop_report.cancel();
-                r
-            },
-            report
-        );
-        result?;
-        let summary = progress::summary(&progress, started);
-        info!("{summary}");
-        control.observer.say(&job.name, &summary);
+        reported(control, &progress, started, full::run(&load, &progress)).await?;
         Ok(())
     }
 
@@ -381,26 +366,55 @@ impl Stage<'_> {
     async fn finish(&self) -> Result<(), JobError> {
         let job = self.job;
         schema::copy_triggers(job, self.source, &self.target).await?;
-        if job.verify.after_full != VerifyLevel::None && !verified_after_full(self.store, job) {
-            self.control.set_state(JobState::Verifying, None)?;
-            let opts = verify::Options {
-                level: job.verify.after_full,
-                tables: Vec::new(),
-                trigger: "after_full".into(),
-            };
-            // A verification that cannot run is reported, not a failed load.
-            let verifying = verify_job(
-                self.store,
-                job,
-                Some(self.control),
-                &opts,
-                None,
-                self.cancel.child_token(),
-            );
-            let _ = verifying.await;
-        }
-        Ok(())
+        verify_after_full(self.store, job, self.control, self.cancel).await
     }
+}
+
+/// Runs a full load (`load`) with its progress reported to the observer
+/// meanwhile, then says its summary.
+pub(super) async fn reported<T, E>(
+    control: &JobControl,
+    progress: &[Arc<TableProgress>],
+    started: Instant,
+    load: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let stop_report = CancellationToken::new();
+    let report = control
+        .observer
+        .full_load(&control.name, progress.to_vec(), stop_report.clone());
+    let (result, ()) = tokio::join!(
+        async {
+            let r = load.await;
+            stop_report.cancel();
+            r
+        },
+        report
+    );
+    let out = result?;
+    let summary = progress::summary(progress, started);
+    info!("{summary}");
+    control.observer.say(&control.name, &summary);
+    Ok(out)
+}
+
+/// The verification `[verify] after_full` asks for, once; one that cannot
+/// run is reported, not a failed load.
+pub(super) async fn verify_after_full(
+    store: &Arc<Store>,
+    job: &JobSpec,
+    control: &Arc<JobControl>,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    if job.verify.after_full != VerifyLevel::None && !verified_after_full(store, job) {
+        control.set_state(JobState::Verifying, None)?;
+        let opts = verify::Options {
+            level: job.verify.after_full,
+            tables: Vec::new(),
+            trigger: "after_full".into(),
+        };
+        let _ = verify_job(store, job, Some(control), &opts, None, cancel.child_token()).await;
+    }
+    Ok(())
 }
 
 /// What a running stage shares with the job's controls.
