@@ -125,6 +125,33 @@ pub struct JobControl {
 }
 
 impl JobControl {
+    /// Runs a full load (`load`) with its progress reported to the
+    /// observer meanwhile, then says its summary.
+    pub(super) async fn reported<T, E>(
+        &self,
+        progress: &[Arc<TableProgress>],
+        started: std::time::Instant,
+        load: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let stop_report = CancellationToken::new();
+        let report = self
+            .observer
+            .full_load(&self.name, progress.to_vec(), stop_report.clone());
+        let (result, ()) = tokio::join!(
+            async {
+                let r = load.await;
+                stop_report.cancel();
+                r
+            },
+            report
+        );
+        let out = result?;
+        let summary = crate::progress::summary(progress, started);
+        info!("{summary}");
+        self.observer.say(&self.name, &summary);
+        Ok(out)
+    }
+
     pub fn new(store: Arc<Store>, job: &JobSpec, observer: Arc<dyn Observer>) -> Arc<JobControl> {
         Arc::new(JobControl {
             name: job.name.clone(),

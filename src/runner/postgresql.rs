@@ -18,7 +18,7 @@ use crate::schema::SchemaError;
 use crate::state::Store;
 
 use super::job::{lock, JobControl, JobError};
-use super::stages::{reported, verify_after_full};
+use super::verifying::verify_after_full;
 
 /// What the stages work with.
 pub(super) struct IntoPostgresql<'a> {
@@ -64,13 +64,9 @@ impl IntoPostgresql<'_> {
         let progress = load::plan(&l, &tables).await?;
         store.update_job(&job.name, |j| j.load_planned = true)?;
         *lock(&control.progress) = progress.clone();
-        reported(
-            control,
-            &progress,
-            started,
-            load::run(&l, &tables, &progress),
-        )
-        .await?;
+        control
+            .reported(&progress, started, load::run(&l, &tables, &progress))
+            .await?;
         load::finish(&l, &tables).await?;
         verify_after_full(store, job, control, self.cancel).await
     }

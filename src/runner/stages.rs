@@ -15,15 +15,13 @@ use crate::cdc::{self, CdcError};
 use crate::check::{self, Status};
 use crate::db::{Connector, Role};
 use crate::full::{self, FullError, Load};
-use crate::job::{CdcStart, JobSpec, Mode, ServerKind, VerifyLevel};
-use crate::model::{now_ms, JobState, TableProgress};
-use crate::progress;
+use crate::job::{CdcStart, JobSpec, Mode, ServerKind};
+use crate::model::{now_ms, JobState};
 use crate::schema::{self, SchemaError};
 use crate::state::{JobRecord, Store};
-use crate::verify::{self};
 
 use super::job::{lock, JobControl, JobError, Outcome};
-use super::verifying::{verified_after_full, verify_job, verify_schedule};
+use super::verifying::{verify_after_full, verify_schedule};
 
 /// An attempt that lasted this long before failing is not part of the
 /// same outage as earlier failures.
@@ -333,7 +331,9 @@ impl Stage<'_> {
         self.store
             .update_job(&job.name, |j| j.load_planned = true)?;
         *lock(&control.progress) = progress.clone();
-        reported(control, &progress, started, full::run(&load, &progress)).await?;
+        control
+            .reported(&progress, started, full::run(&load, &progress))
+            .await?;
         Ok(())
     }
 
@@ -368,53 +368,6 @@ impl Stage<'_> {
         schema::copy_triggers(job, self.source, &self.target).await?;
         verify_after_full(self.store, job, self.control, self.cancel).await
     }
-}
-
-/// Runs a full load (`load`) with its progress reported to the observer
-/// meanwhile, then says its summary.
-pub(super) async fn reported<T, E>(
-    control: &JobControl,
-    progress: &[Arc<TableProgress>],
-    started: Instant,
-    load: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    let stop_report = CancellationToken::new();
-    let report = control
-        .observer
-        .full_load(&control.name, progress.to_vec(), stop_report.clone());
-    let (result, ()) = tokio::join!(
-        async {
-            let r = load.await;
-            stop_report.cancel();
-            r
-        },
-        report
-    );
-    let out = result?;
-    let summary = progress::summary(progress, started);
-    info!("{summary}");
-    control.observer.say(&control.name, &summary);
-    Ok(out)
-}
-
-/// The verification `[verify] after_full` asks for, once; one that cannot
-/// run is reported, not a failed load.
-pub(super) async fn verify_after_full(
-    store: &Arc<Store>,
-    job: &JobSpec,
-    control: &Arc<JobControl>,
-    cancel: &CancellationToken,
-) -> Result<(), JobError> {
-    if job.verify.after_full != VerifyLevel::None && !verified_after_full(store, job) {
-        control.set_state(JobState::Verifying, None)?;
-        let opts = verify::Options {
-            level: job.verify.after_full,
-            tables: Vec::new(),
-            trigger: "after_full".into(),
-        };
-        let _ = verify_job(store, job, Some(control), &opts, None, cancel.child_token()).await;
-    }
-    Ok(())
 }
 
 /// What a running stage shares with the job's controls.

@@ -13,7 +13,7 @@ use crate::model::{now_ms, JobState, VerifyRun};
 use crate::state::Store;
 use crate::verify::{self, Verifier, VerifyError};
 
-use super::job::{lock, JobControl};
+use super::job::{lock, JobControl, JobError};
 
 pub(super) fn verified_after_full(store: &Store, job: &JobSpec) -> bool {
     store
@@ -157,4 +157,24 @@ pub(super) async fn verify_schedule(
             Ok(_) => {}
         }
     }
+}
+
+/// The verification `[verify] after_full` asks for, once; one that cannot
+/// run is reported, not a failed load.
+pub(super) async fn verify_after_full(
+    store: &Arc<Store>,
+    job: &JobSpec,
+    control: &Arc<JobControl>,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    if job.verify.after_full != VerifyLevel::None && !verified_after_full(store, job) {
+        control.set_state(JobState::Verifying, None)?;
+        let opts = verify::Options {
+            level: job.verify.after_full,
+            tables: Vec::new(),
+            trigger: "after_full".into(),
+        };
+        let _ = verify_job(store, job, Some(control), &opts, None, cancel.child_token()).await;
+    }
+    Ok(())
 }
