@@ -49,6 +49,12 @@ fn run_as() -> Option<(u32, u32)> {
 
 impl PgServer {
     pub fn start() -> PgServer {
+        Self::start_with(false)
+    }
+
+    /// With `tls`, a self-signed certificate and connections over TCP
+    /// only with TLS (`hostssl` in pg_hba.conf).
+    pub fn start_with(tls: bool) -> PgServer {
         let bin = bin_dir();
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("ferry-pg-{}-{port}", std::process::id()));
@@ -81,7 +87,34 @@ impl PgServer {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut tls_args: Vec<String> = Vec::new();
+        if tls {
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+                .arg(data.join("server.key"))
+                .arg("-out")
+                .arg(data.join("server.crt"))
+                .output()
+                .expect("openssl runs");
+            assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .expect("pg_hba");
+            if let Some((uid, gid)) = owner {
+                let _ = Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{uid}:{gid}"))
+                    .arg(&data)
+                    .status();
+            }
+            let _ = Command::new("chmod").arg("600").arg(data.join("server.key")).status();
+            tls_args = ["-c", "ssl=on"].map(String::from).to_vec();
+        }
         let mut postgres = Command::new(bin.join("postgres"));
+        postgres.args(&tls_args);
         postgres
             .arg("-D")
             .arg(&data)
@@ -119,6 +152,7 @@ impl PgServer {
         let out = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "postgres", "-d", db, "-X", "-q", "-A", "-t"])
+            .env("PGSSLMODE", "prefer")
             .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
             .env("PGPASSWORD", PASSWORD)
             .env("PGTZ", "UTC")

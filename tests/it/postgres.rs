@@ -590,3 +590,36 @@ fn verify_across_engines_names_the_rows_that_differ() {
     assert_eq!(heap["source_rows"], 100, "{heap}");
     assert_eq!(heap["target_rows"], 98, "{heap}");
 }
+
+/// TLS to PostgreSQL: a server that takes TCP logins only over TLS is
+/// loaded with `tls = "required"`; `tls = "disabled"` is refused there with
+/// the server's reason.
+#[test]
+fn tls_to_postgresql_when_the_server_requires_it() {
+    let (source, _) = shared();
+    let pg = PgServer::start_with(true);
+    source.sql(
+        "DROP DATABASE IF EXISTS pgtls_src; CREATE DATABASE pgtls_src;
+         CREATE TABLE pgtls_src.t (id INT PRIMARY KEY, v VARCHAR(10));
+         INSERT INTO pgtls_src.t VALUES (1, 'a'), (2, 'b');",
+    );
+    pg.database("pgtls");
+    let tmp = temp_dir("pg-tls");
+    let job_with = |tls: &str| {
+        job_toml("pg-tls", "full", None, "pgtls_src", "pgtls", "", source, pg.port).replace(
+            "password_env = \"FERRY_DST_PASSWORD\"",
+            &format!(
+                "password_env = \"FERRY_DST_PASSWORD\"\nkind = \"postgresql\"\ndatabase = \"pgtls\"\ntls = \"{tls}\""
+            ),
+        )
+    };
+    let plain = write_job(tmp.path(), &job_with("disabled"));
+    let out = run(ferry(&tmp.path().join("state-plain")).arg("check").arg(&plain));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("no pg_hba.conf entry") && log.contains("no encryption"), "{log}");
+    let job = write_job(tmp.path(), &job_with("required"));
+    let out = run(ferry(&tmp.path().join("state")).arg("run").arg(&job));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(pg.sql("pgtls", "SELECT string_agg(v, ',' ORDER BY id) FROM pgtls.t"), "a,b");
+}
