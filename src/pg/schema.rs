@@ -236,6 +236,16 @@ pub async fn read(
     catalog: &Catalog,
 ) -> Result<Vec<PgTable>, DbError> {
     let mut conn = source.connect().await?;
+    // A source that takes zero dates may hold some: said before the load
+    // stops on one.
+    let sql_mode: String = conn
+        .query_first("SELECT @@GLOBAL.sql_mode")
+        .await
+        .map_err(source.query_err("reading sql_mode"))?
+        .unwrap_or_default();
+    let zero_dates_possible = !(sql_mode.contains("NO_ZERO_DATE")
+        && sql_mode.contains("NO_ZERO_IN_DATE")
+        && sql_mode.contains("STRICT"));
     let mut out = Vec::new();
     let target_schema: HashMap<&str, &str> = job
         .select
@@ -333,6 +343,31 @@ pub async fn read(
                 })
                 .collect();
             let mut notes = Vec::new();
+            let dated: Vec<&str> = columns
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c.enc,
+                        types::Enc::Date | types::Enc::Timestamp | types::Enc::TimestampTz
+                    )
+                })
+                .map(|c| c.name.as_str())
+                .collect();
+            if zero_dates_possible
+                && !dated.is_empty()
+                && job.mapping.zero_dates == crate::job::ZeroDates::Refuse
+            {
+                notes.push(Note::Warn(format!(
+                    "{}: the source's sql_mode ({}) takes zero dates; the load stops at the \
+                     first one (zero_dates = \"null\" or \"infinity\" carries them)",
+                    dated.join(", "),
+                    if sql_mode.is_empty() {
+                        "empty"
+                    } else {
+                        &sql_mode
+                    }
+                )));
+            }
             let mut primary = None;
             let mut indexes: BTreeMap<String, PgIndex> = BTreeMap::new();
             for (table, index, non_unique, column, sub_part, kind) in &stats {

@@ -90,14 +90,20 @@ impl PgServer {
         let mut tls_args: Vec<String> = Vec::new();
         if tls {
             let out = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
                 .args(["-subj", "/CN=127.0.0.1", "-keyout"])
                 .arg(data.join("server.key"))
                 .arg("-out")
                 .arg(data.join("server.crt"))
                 .output()
                 .expect("openssl runs");
-            assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::fs::write(
                 data.join("pg_hba.conf"),
                 "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
@@ -110,7 +116,10 @@ impl PgServer {
                     .arg(&data)
                     .status();
             }
-            let _ = Command::new("chmod").arg("600").arg(data.join("server.key")).status();
+            let _ = Command::new("chmod")
+                .arg("600")
+                .arg(data.join("server.key"))
+                .status();
             tls_args = ["-c", "ssl=on"].map(String::from).to_vec();
         }
         let mut postgres = Command::new(bin.join("postgres"));

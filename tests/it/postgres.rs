@@ -614,12 +614,23 @@ fn tls_to_postgresql_when_the_server_requires_it() {
         )
     };
     let plain = write_job(tmp.path(), &job_with("disabled"));
-    let out = run(ferry(&tmp.path().join("state-plain")).arg("check").arg(&plain));
+    let out = run(ferry(&tmp.path().join("state-plain"))
+        .arg("check")
+        .arg(&plain));
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
-    assert!(log.contains("no pg_hba.conf entry") && log.contains("no encryption"), "{log}");
+    assert!(
+        log.contains("no pg_hba.conf entry") && log.contains("no encryption"),
+        "{log}"
+    );
     let job = write_job(tmp.path(), &job_with("required"));
     let out = run(ferry(&tmp.path().join("state")).arg("run").arg(&job));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(pg.sql("pgtls", "SELECT string_agg(v, ',' ORDER BY id) FROM pgtls.t"), "a,b");
+    assert_eq!(
+        pg.sql(
+            "pgtls",
+            "SELECT string_agg(v, ',' ORDER BY id) FROM pgtls.t"
+        ),
+        "a,b"
+    );
 }
