@@ -181,6 +181,14 @@ impl Validator<'_> {
                         ))
                     }
                 };
+                if postgresql && full.existing_rows != ExistingRows::Error {
+                    return Err(self.err(
+                        e.span(),
+                        "full.existing_rows",
+                        "a PostgreSQL target's tables are created by the load: existing_rows \
+                         = \"error\" only (the precheck fails on a table that holds rows)",
+                    ));
+                }
             }
         }
 

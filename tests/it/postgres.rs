@@ -509,6 +509,10 @@ fn postgresql_job_keys_are_checked() {
             ),
             "target.tinyint1",
         ),
+        (
+            format!("{base}\n[full]\nexisting_rows = \"overwrite\"\n"),
+            "full.existing_rows",
+        ),
     ] {
         let job = write_job(tmp.path(), &text_job);
         let out = run(ferry(&state).arg("check").arg(&job));
