@@ -469,6 +469,192 @@ fn unescape_copy(b: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What `--repair` made of a run: the statements per table.
+pub struct RepairPlan {
+    /// (`db.table` on the source, statements).
+    pub tables: Vec<(String, Vec<String>)>,
+}
+
+/// The statements that make PostgreSQL equal to the source for the rows
+/// `results` name: a row missing there is inserted, a changed one updated
+/// (its columns but the key), an extra one deleted (keyless tables: one
+/// INSERT per missing copy, extra copies deleted by `ctid`). The source is
+/// streamed once per table for the rows' current values.
+pub async fn repair_plan(
+    job: &JobSpec,
+    source: &Connector,
+    tables: &[PgTable],
+    results: &[VerifyTable],
+) -> Result<RepairPlan, LoadError> {
+    let mut src = source.connect().await?;
+    let mut out = Vec::new();
+    for r in results.iter().filter(|r| !r.diffs.is_empty()) {
+        let Some(t) = tables.iter().find(|t| t.source.id() == r.table) else {
+            continue;
+        };
+        let key_at: Vec<usize> = match &t.source.key {
+            Some(k) => k
+                .columns
+                .iter()
+                .filter_map(|c| t.columns.iter().position(|x| x.name == *c))
+                .collect(),
+            None => (0..t.columns.len()).collect(),
+        };
+        let wanted: HashMap<String, &VerifyDiff> =
+            r.diffs.iter().map(|d| (diff_key(d), d)).collect();
+        // The source's current values of those rows, as SQL literals.
+        let mut rows: HashMap<String, Vec<String>> = HashMap::new();
+        scan_literals(job, &mut src, source, t, &mut |canonical, literals| {
+            let key = key_of(&canonical, &key_at);
+            if wanted.contains_key(&key) {
+                rows.insert(key, literals);
+            }
+            true
+        })
+        .await?;
+        let mut statements = Vec::new();
+        for (key, d) in &wanted {
+            let cond = key_condition(t, &key_at, d);
+            match (d.class, rows.get(key)) {
+                (DiffClass::Extra, _) | (_, None) if t.source.key.is_some() => {
+                    statements.push(format!("DELETE FROM {} WHERE {cond}", t.qualified()));
+                }
+                (DiffClass::Extra, _) | (_, None) => statements.push(format!(
+                    "DELETE FROM {t} WHERE ctid IN (SELECT ctid FROM {t} WHERE {cond} LIMIT {})",
+                    d.copies,
+                    t = t.qualified()
+                )),
+                (DiffClass::Different, Some(lits)) if t.source.key.is_some() => {
+                    let sets: Vec<String> = t
+                        .columns
+                        .iter()
+                        .zip(lits)
+                        .enumerate()
+                        .filter(|(i, _)| !key_at.contains(i))
+                        .map(|(_, (c, v))| format!("{} = {v}", super::types::ident(&c.name)))
+                        .collect();
+                    statements.push(format!(
+                        "UPDATE {} SET {} WHERE {cond}",
+                        t.qualified(),
+                        sets.join(", ")
+                    ));
+                }
+                (_, Some(lits)) => {
+                    let cols: Vec<String> = t
+                        .columns
+                        .iter()
+                        .map(|c| super::types::ident(&c.name))
+                        .collect();
+                    let insert = format!(
+                        "INSERT INTO {} ({}) VALUES ({})",
+                        t.qualified(),
+                        cols.join(", "),
+                        lits.join(", ")
+                    );
+                    let copies = if t.source.key.is_some() { 1 } else { d.copies };
+                    for _ in 0..copies {
+                        statements.push(insert.clone());
+                    }
+                }
+            }
+        }
+        statements.sort();
+        out.push((r.table.clone(), statements));
+    }
+    let _ = src.disconnect().await;
+    Ok(RepairPlan { tables: out })
+}
+
+/// A differing row's key as [`compare`] built it.
+fn diff_key(d: &VerifyDiff) -> String {
+    let parts: Vec<String> = d
+        .key
+        .iter()
+        .map(|k| match k {
+            KeyValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => "\\N".into(),
+        })
+        .collect();
+    parts.join("\u{1f}")
+}
+
+/// `key = value AND ...` on PostgreSQL, each column compared through the
+/// same canonical text the verification used.
+fn key_condition(t: &PgTable, key_at: &[usize], d: &VerifyDiff) -> String {
+    let parts: Vec<String> = key_at
+        .iter()
+        .zip(&d.key)
+        .filter_map(|(i, k)| t.columns.get(*i).map(|c| (c, k)))
+        .map(|(c, k)| {
+            let col = super::types::ident(&c.name);
+            let text = match k {
+                KeyValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "\\N".into(),
+            };
+            if text == "\\N" {
+                return format!("{col} IS NULL");
+            }
+            let expr = match c.enc {
+                Enc::Bytea => format!("encode({col}, 'hex')"),
+                Enc::Interval => format!("(EXTRACT(EPOCH FROM {col}) * 1000000)::bigint::text"),
+                Enc::Bool => format!("(CASE WHEN {col} THEN 't' ELSE 'f' END)"),
+                _ => format!("{col}::text"),
+            };
+            format!("{expr} = {}", super::types::literal(&text))
+        })
+        .collect();
+    parts.join(" AND ")
+}
+
+/// Streams the source's rows with each value's canonical text and its SQL
+/// literal for PostgreSQL (`'…'::type`, or NULL).
+async fn scan_literals(
+    job: &JobSpec,
+    src: &mut mysql_async::Conn,
+    source: &Connector,
+    t: &PgTable,
+    each: &mut (dyn FnMut(Vec<String>, Vec<String>) -> bool + Send),
+) -> Result<(), LoadError> {
+    let names: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let sql = format!(
+        "SELECT {} FROM {}",
+        names.join(", "),
+        qualified(&t.source.db, &t.source.name)
+    );
+    let mut result = src
+        .exec_iter(sql, ())
+        .await
+        .map_err(source.query_err(format!("reading {}", t.source.id())))?;
+    while let Some(row) = result
+        .next()
+        .await
+        .map_err(source.query_err(format!("reading {}", t.source.id())))?
+    {
+        let values = row.unwrap();
+        let mut texts = Vec::with_capacity(values.len());
+        let mut literals = Vec::with_capacity(values.len());
+        for (v, c) in values.iter().zip(&t.columns) {
+            let mut buf = Vec::new();
+            if push_copy(&mut buf, v, c.enc, &job.mapping).is_err() {
+                texts.push(format!("unfit:{v:?}"));
+                literals.push("NULL".into());
+                continue;
+            }
+            let text = unescape_copy(&buf);
+            texts.push(canonical(&text, c));
+            literals.push(if text == "\\N" {
+                "NULL".into()
+            } else {
+                format!("{}::{}", super::types::literal(&text), c.sql_type)
+            });
+        }
+        if !each(texts, literals) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,12 +31,11 @@ impl Verifier {
         file: &Path,
         apply: bool,
     ) -> Result<RepairSummary, VerifyError> {
-        if self.postgresql().is_some() {
-            return Err(VerifyError::Postgresql(
-                "--repair writes MySQL statements; repairing a PostgreSQL target is not built \
-                 yet (the verification names the differing keys)"
-                    .into(),
-            ));
+        if let Some(t) = self.postgresql() {
+            let summary = self.repair_postgresql(t, run, file, apply).await?;
+            run.repair = Some(summary.clone());
+            self.store.put_verify_run(&self.job.name, run)?;
+            return Ok(summary);
         }
         let catalog = Catalog::read(&self.job, &self.source).await?;
         let mut w = Worker {
@@ -60,9 +59,19 @@ impl Verifier {
             plans.push((i, result.table.clone(), statements));
         }
         let count: usize = plans.iter().map(|(_, _, s)| s.len()).sum();
-        write_file(file, &self.job.name, &plans).map_err(|source| VerifyError::RepairFile {
-            file: file.display().to_string(),
-            source,
+        let sql_mode = format!("SET SESSION sql_mode = '{SESSION_SQL_MODE}';");
+        let preamble = [
+            "SET NAMES utf8mb4;",
+            "SET SESSION time_zone = '+00:00';",
+            sql_mode.as_str(),
+            "SET SESSION foreign_key_checks = 0;",
+        ];
+        let session: (&[&str], &str) = (&preamble, "START TRANSACTION");
+        write_file(file, &self.job.name, session, &plans).map_err(|source| {
+            VerifyError::RepairFile {
+                file: file.display().to_string(),
+                source,
+            }
         })?;
         let mut still = 0;
         if apply {
@@ -114,6 +123,87 @@ impl Verifier {
         run.repair = Some(summary.clone());
         self.store.put_verify_run(&self.job.name, run)?;
         Ok(summary)
+    }
+
+    /// A PostgreSQL target: statements in its dialect (see
+    /// `pg::verify::repair_plan`), each table's in one transaction; the
+    /// repaired tables verified again.
+    async fn repair_postgresql(
+        &self,
+        target: &crate::job::Endpoint,
+        run: &VerifyRun,
+        file: &Path,
+        apply: bool,
+    ) -> Result<RepairSummary, VerifyError> {
+        let pg_err = |e: crate::pg::load::LoadError| VerifyError::Postgresql(e.to_string());
+        let mut catalog = Catalog::read(&self.job, &self.source).await?;
+        catalog.tables.retain(|t| {
+            run.tables
+                .iter()
+                .any(|r| r.table == t.id() && !r.diffs.is_empty())
+        });
+        let tables = crate::pg::schema::read(&self.job, &self.source, &catalog).await?;
+        let plan = crate::pg::verify::repair_plan(&self.job, &self.source, &tables, &run.tables)
+            .await
+            .map_err(pg_err)?;
+        let plans: Vec<(usize, String, Vec<Vec<u8>>)> = plan
+            .tables
+            .iter()
+            .map(|(t, st)| {
+                (
+                    0,
+                    t.clone(),
+                    st.iter().map(|s| s.clone().into_bytes()).collect(),
+                )
+            })
+            .collect();
+        let count: usize = plans.iter().map(|(_, _, s)| s.len()).sum();
+        let session: (&[&str], &str) = (&["SET TimeZone = 'UTC';"], "BEGIN");
+        write_file(file, &self.job.name, session, &plans).map_err(|source| {
+            VerifyError::RepairFile {
+                file: file.display().to_string(),
+                source,
+            }
+        })?;
+        let mut still = 0;
+        if apply {
+            let pg = crate::pg::PgConnector::new(target);
+            let client = pg
+                .connect()
+                .await
+                .map_err(|e| VerifyError::Postgresql(e.to_string()))?;
+            for (table, statements) in &plan.tables {
+                let batch = format!("BEGIN; {}; COMMIT", statements.join("; "));
+                client.batch_execute(&batch).await.map_err(|e| {
+                    VerifyError::Postgresql(format!(
+                        "repairing {table}: {}",
+                        crate::pg::conn::pg_message(&e)
+                    ))
+                })?;
+            }
+            let results = crate::pg::verify::tables(
+                &self.job,
+                &self.source,
+                &pg,
+                &tables,
+                true,
+                &self.cancel,
+                &|_| {},
+            )
+            .await
+            .map_err(pg_err)?;
+            still = results
+                .iter()
+                .flat_map(|r| r.diffs.iter())
+                .map(|d| d.copies)
+                .sum();
+        }
+        Ok(RepairSummary {
+            file: file.display().to_string(),
+            statements: count as u64,
+            applied: apply,
+            still_differing: still,
+        })
     }
 
     /// Deletes first (rows the source no longer has), then the source's
@@ -239,6 +329,7 @@ fn delete_keyed(ts: &TableSql<'_>, key: &[KeyValue]) -> Vec<u8> {
 fn write_file(
     file: &Path,
     job: &str,
+    (preamble, begin): (&[&str], &str),
     plans: &[(usize, String, Vec<Vec<u8>>)],
 ) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(file)?);
@@ -248,12 +339,11 @@ fn write_file(
         "-- Makes the target's differing rows equal to the source's, as read at {}.",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
     )?;
-    writeln!(f, "SET NAMES utf8mb4;")?;
-    writeln!(f, "SET SESSION time_zone = '+00:00';")?;
-    writeln!(f, "SET SESSION sql_mode = '{SESSION_SQL_MODE}';")?;
-    writeln!(f, "SET SESSION foreign_key_checks = 0;")?;
+    for line in preamble {
+        writeln!(f, "{line}")?;
+    }
     for (_, _, statements) in plans {
-        writeln!(f, "START TRANSACTION;")?;
+        writeln!(f, "{begin};")?;
         for s in statements {
             f.write_all(s)?;
             f.write_all(b";\n")?;

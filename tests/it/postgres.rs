@@ -570,8 +570,8 @@ fn verify_across_engines_names_the_rows_that_differ() {
     );
     let out = run(ferry(&state).args(["verify", "pg-verify", "--checksum", "--json"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let t = run["tables"]
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let t = found["tables"]
         .as_array()
         .expect("tables")
         .iter()
@@ -584,7 +584,7 @@ fn verify_across_engines_names_the_rows_that_differ() {
         "{t}"
     );
     assert!(diffs.contains("\"v\""), "the changed column is named: {t}");
-    let heap = run["tables"]
+    let heap = found["tables"]
         .as_array()
         .expect("tables")
         .iter()
@@ -593,6 +593,32 @@ fn verify_across_engines_names_the_rows_that_differ() {
         .clone();
     assert_eq!(heap["source_rows"], 100, "{heap}");
     assert_eq!(heap["target_rows"], 98, "{heap}");
+
+    // Repaired in PostgreSQL's dialect, applied, and verified equal.
+    let file = tmp.path().join("repair.sql");
+    let out = run(ferry(&state).args([
+        "verify",
+        "pg-verify",
+        "--checksum",
+        "--repair",
+        "--apply",
+        "--repair-file",
+        file.to_str().expect("utf-8 path"),
+    ]));
+    let log = text(&out);
+    let sql = std::fs::read_to_string(&file).expect("repair file");
+    assert!(
+        sql.contains("DELETE FROM \"pgv\".\"t\" WHERE \"id\"::text = '5000'"),
+        "{sql}"
+    );
+    assert!(sql.contains("UPDATE \"pgv\".\"t\" SET"), "{sql}");
+    assert!(sql.contains("INSERT INTO \"pgv\".\"heap\""), "{sql}");
+    let out = run(ferry(&state).args(["verify", "pg-verify", "--checksum", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{log}\n{}", text(&out));
+    assert_eq!(
+        pg.sql("pgv", "SELECT v FROM pgv.t WHERE id = 20"),
+        source.sql("SELECT v FROM pgv_src.t WHERE id = 20")
+    );
 }
 
 /// TLS to PostgreSQL: a server that takes TCP logins only over TLS is
