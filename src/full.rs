@@ -156,57 +156,54 @@ pub struct Planner<'a> {
 impl Planner<'_> {
     /// Plans the tables not planned yet; the progress handles of all.
     pub async fn plan(&self, tables: &[Table]) -> Result<Vec<Arc<TableProgress>>> {
-        plan_tables(self, tables).await
-    }
-}
-
-async fn plan_tables(load: &Planner<'_>, tables: &[Table]) -> Result<Vec<Arc<TableProgress>>> {
-    let mut out = Vec::new();
-    for t in tables {
-        let id = t.id();
-        let plan = match load.store.table_plan(&load.job.name, &id)? {
-            Some(p) => p,
-            None => {
-                let chunks = split(load, t).await?;
-                let plan = TablePlan {
-                    chunks,
-                    keyless: t.key.is_none(),
-                    rows_estimate: t.rows_estimate,
-                    done: false,
-                    snapshot: None,
-                };
-                load.store.finish_table_plan(&load.job.name, &id, &plan)?;
-                plan
+        let load = self;
+        let mut out = Vec::new();
+        for t in tables {
+            let id = t.id();
+            let plan = match load.store.table_plan(&load.job.name, &id)? {
+                Some(p) => p,
+                None => {
+                    let chunks = split(load, t).await?;
+                    let plan = TablePlan {
+                        chunks,
+                        keyless: t.key.is_none(),
+                        rows_estimate: t.rows_estimate,
+                        done: false,
+                        snapshot: None,
+                    };
+                    load.store.finish_table_plan(&load.job.name, &id, &plan)?;
+                    plan
+                }
+            };
+            // Every bound is as wide as the key it was planned on: the first
+            // chunk tells.
+            let width = t.key.as_ref().map_or(0, |k| k.columns.len());
+            let first = load.store.chunk_at(&load.job.name, &id, 0)?;
+            let bound = first.and_then(|c| c.upper.or(c.lower));
+            if let Some(b) = bound.filter(|b| b.len() != width) {
+                return Err(FullError::KeyChanged {
+                    table: id,
+                    planned: b.len(),
+                    now: width,
+                });
             }
-        };
-        // Every bound is as wide as the key it was planned on: the first
-        // chunk tells.
-        let width = t.key.as_ref().map_or(0, |k| k.columns.len());
-        let first = load.store.chunk_at(&load.job.name, &id, 0)?;
-        let bound = first.and_then(|c| c.upper.or(c.lower));
-        if let Some(b) = bound.filter(|b| b.len() != width) {
-            return Err(FullError::KeyChanged {
+            let done = load.store.chunks_done(&load.job.name, &id)?;
+            let before = done.rows;
+            let done = u64::from(done.chunks);
+            out.push(Arc::new(TableProgress {
                 table: id,
-                planned: b.len(),
-                now: width,
-            });
+                rows_estimate: AtomicU64::new(plan.rows_estimate.max(before)),
+                rows_done: AtomicU64::new(before),
+                chunks_total: plan.chunks,
+                chunks_done: AtomicU64::new(done),
+                done: AtomicBool::new(plan.done),
+                started_ms: AtomicU64::new(0),
+                finished_ms: AtomicU64::new(0),
+                rows_before: before,
+            }));
         }
-        let done = load.store.chunks_done(&load.job.name, &id)?;
-        let before = done.rows;
-        let done = u64::from(done.chunks);
-        out.push(Arc::new(TableProgress {
-            table: id,
-            rows_estimate: AtomicU64::new(plan.rows_estimate.max(before)),
-            rows_done: AtomicU64::new(before),
-            chunks_total: plan.chunks,
-            chunks_done: AtomicU64::new(done),
-            done: AtomicBool::new(plan.done),
-            started_ms: AtomicU64::new(0),
-            finished_ms: AtomicU64::new(0),
-            rows_before: before,
-        }));
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// Chunks written to the state per transaction while a table is planned.

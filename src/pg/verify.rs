@@ -131,22 +131,15 @@ async fn compare(
     t: &PgTable,
     v: &mut VerifyTable,
 ) -> Result<(), LoadError> {
-    let key_at: Vec<usize> = match &t.source.key {
-        Some(k) => k
-            .columns
-            .iter()
-            .filter_map(|c| t.columns.iter().position(|x| x.name == *c))
-            .collect(),
-        None => (0..t.columns.len()).collect(),
-    };
+    let key_at = key_positions(t);
     let mut a = [Digest::default(); BUCKETS];
     let mut b = [Digest::default(); BUCKETS];
-    scan_source(job, src, source, t, &key_at, &mut |r| {
-        add(&mut a, &r);
+    scan_source(src, source, t, &mut |values| {
+        add(&mut a, &source_row(&values, t, &job.mapping, &key_at));
         true
     })
     .await?;
-    scan_target(job, dst, t, &key_at, &mut |r| {
+    scan_target(dst, t, &key_at, &mut |r| {
         add(&mut b, &r);
         true
     })
@@ -162,7 +155,7 @@ async fn compare(
     // The rows of the differing buckets, by key (a keyless table's key is
     // the whole row: copies are counted).
     let mut theirs: HashMap<String, (Vec<String>, u64)> = HashMap::new();
-    scan_target(job, dst, t, &key_at, &mut |r| {
+    scan_target(dst, t, &key_at, &mut |r| {
         if differing.get(r.bucket()).copied().unwrap_or(false) {
             let e = theirs.entry(r.key).or_insert((r.columns, 0));
             e.1 += 1;
@@ -181,7 +174,8 @@ async fn compare(
         }
     };
     let mut ours: HashMap<String, (Vec<String>, u64)> = HashMap::new();
-    scan_source(job, src, source, t, &key_at, &mut |r| {
+    scan_source(src, source, t, &mut |values| {
+        let r = source_row(&values, t, &job.mapping, &key_at);
         if differing.get(r.bucket()).copied().unwrap_or(false) {
             let e = ours.entry(r.key).or_insert((r.columns, 0));
             e.1 += 1;
@@ -191,7 +185,7 @@ async fn compare(
     .await?;
     for (key, (cols, n)) in &ours {
         match theirs.get(key) {
-            None => push(diff(t, &key_at, cols, DiffClass::Missing, *n, Vec::new())),
+            None => push(diff(&key_at, cols, DiffClass::Missing, *n, Vec::new())),
             Some((tcols, tn)) => {
                 let changed: Vec<String> = cols
                     .iter()
@@ -201,25 +195,18 @@ async fn compare(
                     .map(|(_, c)| c.name.clone())
                     .collect();
                 if !changed.is_empty() {
-                    push(diff(t, &key_at, cols, DiffClass::Different, 1, changed));
+                    push(diff(&key_at, cols, DiffClass::Different, 1, changed));
                 } else if n > tn {
-                    push(diff(
-                        t,
-                        &key_at,
-                        cols,
-                        DiffClass::Missing,
-                        n - tn,
-                        Vec::new(),
-                    ));
+                    push(diff(&key_at, cols, DiffClass::Missing, n - tn, Vec::new()));
                 } else if tn > n {
-                    push(diff(t, &key_at, cols, DiffClass::Extra, tn - n, Vec::new()));
+                    push(diff(&key_at, cols, DiffClass::Extra, tn - n, Vec::new()));
                 }
             }
         }
     }
     for (key, (cols, n)) in &theirs {
         if !ours.contains_key(key) {
-            push(diff(t, &key_at, cols, DiffClass::Extra, *n, Vec::new()));
+            push(diff(&key_at, cols, DiffClass::Extra, *n, Vec::new()));
         }
     }
     v.diffs = diffs;
@@ -235,14 +222,12 @@ fn add(d: &mut [Digest; BUCKETS], r: &Row) {
 }
 
 fn diff(
-    t: &PgTable,
     key_at: &[usize],
     cols: &[String],
     class: DiffClass,
     copies: u64,
     columns: Vec<String>,
 ) -> VerifyDiff {
-    let _ = t;
     VerifyDiff {
         class,
         key: key_at
@@ -257,13 +242,12 @@ fn diff(
     }
 }
 
+/// Streams the source's rows of `t`, each as its values.
 async fn scan_source(
-    job: &JobSpec,
     src: &mut mysql_async::Conn,
     source: &Connector,
     t: &PgTable,
-    key_at: &[usize],
-    each: &mut (dyn FnMut(Row) -> bool + Send),
+    each: &mut (dyn FnMut(Vec<Value>) -> bool + Send),
 ) -> Result<(), LoadError> {
     let names: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let sql = format!(
@@ -280,28 +264,45 @@ async fn scan_source(
         .await
         .map_err(source.query_err(format!("reading {}", t.source.id())))?
     {
-        let values = row.unwrap();
-        let columns: Vec<String> = values
-            .iter()
-            .zip(&t.columns)
-            .map(|(v, c)| source_text(v, c, &job.mapping))
-            .collect();
-        let key = key_of(&columns, key_at);
-        if !each(Row { key, columns }) {
+        if !each(row.unwrap()) {
             break;
         }
     }
     Ok(())
 }
 
+/// A source row in canonical form.
+fn source_row(values: &[Value], t: &PgTable, mapping: &Mapping, key_at: &[usize]) -> Row {
+    let columns: Vec<String> = values
+        .iter()
+        .zip(&t.columns)
+        .map(|(v, c)| source_text(v, c, mapping))
+        .collect();
+    Row {
+        key: key_of(&columns, key_at),
+        columns,
+    }
+}
+
+/// Where the key's columns are among the table's (every column of a
+/// keyless table: the row is its key).
+fn key_positions(t: &PgTable) -> Vec<usize> {
+    match &t.source.key {
+        Some(k) => k
+            .columns
+            .iter()
+            .filter_map(|c| t.columns.iter().position(|x| x.name == *c))
+            .collect(),
+        None => (0..t.columns.len()).collect(),
+    }
+}
+
 async fn scan_target(
-    job: &JobSpec,
     dst: &tokio_postgres::Client,
     t: &PgTable,
     key_at: &[usize],
     each: &mut (dyn FnMut(Row) -> bool + Send),
 ) -> Result<(), LoadError> {
-    let _ = job;
     let names: Vec<String> = t
         .columns
         .iter()
@@ -343,12 +344,19 @@ fn key_of(columns: &[String], key_at: &[usize]) -> String {
 /// The canonical text of a source value: as written into PostgreSQL, then
 /// read back as PostgreSQL shows it.
 fn source_text(v: &Value, c: &PgColumn, mapping: &Mapping) -> String {
-    let mut buf = Vec::new();
-    if push_copy(&mut buf, v, c.enc, mapping).is_err() {
+    match copy_text(v, c, mapping) {
+        Some(text) => canonical(&text, c),
         // What the load would have refused: it cannot match.
-        return format!("unfit:{v:?}");
+        None => format!("unfit:{v:?}"),
     }
-    canonical(&unescape_copy(&buf), c)
+}
+
+/// `v` as the load writes it (`\N` for NULL), unescaped; `None` for a
+/// value the mapping refuses.
+fn copy_text(v: &Value, c: &PgColumn, mapping: &Mapping) -> Option<String> {
+    let mut buf = Vec::new();
+    push_copy(&mut buf, v, c.enc, mapping).ok()?;
+    Some(unescape_copy(&buf))
 }
 
 /// The canonical text of what PostgreSQL holds.
@@ -492,22 +500,15 @@ pub async fn repair_plan(
         let Some(t) = tables.iter().find(|t| t.source.id() == r.table) else {
             continue;
         };
-        let key_at: Vec<usize> = match &t.source.key {
-            Some(k) => k
-                .columns
-                .iter()
-                .filter_map(|c| t.columns.iter().position(|x| x.name == *c))
-                .collect(),
-            None => (0..t.columns.len()).collect(),
-        };
+        let key_at = key_positions(t);
         let wanted: HashMap<String, &VerifyDiff> =
             r.diffs.iter().map(|d| (diff_key(d), d)).collect();
         // The source's current values of those rows, as SQL literals.
         let mut rows: HashMap<String, Vec<String>> = HashMap::new();
-        scan_literals(job, &mut src, source, t, &mut |canonical, literals| {
-            let key = key_of(&canonical, &key_at);
+        scan_source(&mut src, source, t, &mut |values| {
+            let key = source_row(&values, t, &job.mapping, &key_at).key;
             if wanted.contains_key(&key) {
-                rows.insert(key, literals);
+                rows.insert(key, literals(&values, t, &job.mapping));
             }
             true
         })
@@ -606,53 +607,18 @@ fn key_condition(t: &PgTable, key_at: &[usize], d: &VerifyDiff) -> String {
     parts.join(" AND ")
 }
 
-/// Streams the source's rows with each value's canonical text and its SQL
-/// literal for PostgreSQL (`'…'::type`, or NULL).
-async fn scan_literals(
-    job: &JobSpec,
-    src: &mut mysql_async::Conn,
-    source: &Connector,
-    t: &PgTable,
-    each: &mut (dyn FnMut(Vec<String>, Vec<String>) -> bool + Send),
-) -> Result<(), LoadError> {
-    let names: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let sql = format!(
-        "SELECT {} FROM {}",
-        names.join(", "),
-        qualified(&t.source.db, &t.source.name)
-    );
-    let mut result = src
-        .exec_iter(sql, ())
-        .await
-        .map_err(source.query_err(format!("reading {}", t.source.id())))?;
-    while let Some(row) = result
-        .next()
-        .await
-        .map_err(source.query_err(format!("reading {}", t.source.id())))?
-    {
-        let values = row.unwrap();
-        let mut texts = Vec::with_capacity(values.len());
-        let mut literals = Vec::with_capacity(values.len());
-        for (v, c) in values.iter().zip(&t.columns) {
-            let mut buf = Vec::new();
-            if push_copy(&mut buf, v, c.enc, &job.mapping).is_err() {
-                texts.push(format!("unfit:{v:?}"));
-                literals.push("NULL".into());
-                continue;
-            }
-            let text = unescape_copy(&buf);
-            texts.push(canonical(&text, c));
-            literals.push(if text == "\\N" {
-                "NULL".into()
-            } else {
+/// A source row's values as PostgreSQL literals (`'…'::type`, or NULL).
+fn literals(values: &[Value], t: &PgTable, mapping: &Mapping) -> Vec<String> {
+    values
+        .iter()
+        .zip(&t.columns)
+        .map(|(v, c)| match copy_text(v, c, mapping) {
+            Some(text) if text != "\\N" => {
                 format!("{}::{}", super::types::literal(&text), c.sql_type)
-            });
-        }
-        if !each(texts, literals) {
-            break;
-        }
-    }
-    Ok(())
+            }
+            _ => "NULL".into(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -67,12 +67,7 @@ impl Verifier {
             "SET SESSION foreign_key_checks = 0;",
         ];
         let session: (&[&str], &str) = (&preamble, "START TRANSACTION");
-        write_file(file, &self.job.name, session, &plans).map_err(|source| {
-            VerifyError::RepairFile {
-                file: file.display().to_string(),
-                source,
-            }
-        })?;
+        write_file(file, &self.job.name, session, &plans)?;
         let mut still = 0;
         if apply {
             for (_, table, statements) in &plans {
@@ -159,12 +154,7 @@ impl Verifier {
             .collect();
         let count: usize = plans.iter().map(|(_, _, s)| s.len()).sum();
         let session: (&[&str], &str) = (&["SET TimeZone = 'UTC';"], "BEGIN");
-        write_file(file, &self.job.name, session, &plans).map_err(|source| {
-            VerifyError::RepairFile {
-                file: file.display().to_string(),
-                source,
-            }
-        })?;
+        write_file(file, &self.job.name, session, &plans)?;
         let mut still = 0;
         if apply {
             let pg = crate::pg::PgConnector::new(target);
@@ -327,6 +317,18 @@ fn delete_keyed(ts: &TableSql<'_>, key: &[KeyValue]) -> Vec<u8> {
 }
 
 fn write_file(
+    file: &Path,
+    job: &str,
+    session: (&[&str], &str),
+    plans: &[(usize, String, Vec<Vec<u8>>)],
+) -> Result<(), VerifyError> {
+    write_plans(file, job, session, plans).map_err(|source| VerifyError::RepairFile {
+        file: file.display().to_string(),
+        source,
+    })
+}
+
+fn write_plans(
     file: &Path,
     job: &str,
     (preamble, begin): (&[&str], &str),
