@@ -638,6 +638,7 @@ impl Applier {
             flags,
             safe,
             at,
+            ..
         } = change;
         if images.is_empty() {
             return Ok(());
@@ -1026,8 +1027,13 @@ impl Target for Applier {
     fn take_committed(&mut self) -> Option<TxnEnd> {
         Applier::take_committed(self)
     }
-    async fn execute(&mut self, db: &str, sql: &str, ctx: &SessionContext) -> Result<(), DbError> {
-        Applier::execute(self, db, sql, ctx).await
+    async fn execute(
+        &mut self,
+        db: &str,
+        sql: &str,
+        ctx: &SessionContext,
+    ) -> Result<(), super::error::TargetError> {
+        Ok(Applier::execute(self, db, sql, ctx).await?)
     }
     async fn copy_table(
         &mut self,

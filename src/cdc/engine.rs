@@ -11,9 +11,8 @@ use std::collections::HashMap;
 
 use tracing::{info, warn};
 
-use super::error::CdcError;
+use super::error::{CdcError, TargetError};
 use super::follow::{Follow, Step};
-use crate::db::DbError;
 use crate::job::{DdlPolicy, JobSpec};
 use crate::model::BinlogPos;
 use crate::model::RateLimit;
@@ -36,6 +35,8 @@ pub(crate) struct RowChange<'a> {
     /// Safe mode: inserts become upserts, updates of missing rows upserts.
     pub safe: bool,
     pub at: &'a BinlogPos,
+    /// The TABLE_MAP's facts: ENUM and SET member names.
+    pub info: &'a crate::source::binlog::TableInfo,
 }
 
 /// Where changes land.
@@ -59,7 +60,12 @@ pub(crate) trait Target {
     /// The newest group end the target has committed since the last call.
     fn take_committed(&mut self) -> Option<TxnEnd>;
     /// Runs a statement in database `db` with the source's session.
-    async fn execute(&mut self, db: &str, sql: &str, ctx: &SessionContext) -> Result<(), DbError>;
+    async fn execute(
+        &mut self,
+        db: &str,
+        sql: &str,
+        ctx: &SessionContext,
+    ) -> Result<(), TargetError>;
     /// Copies a source table whole (schema and rows, one consistent
     /// snapshot) to `target_db`; returns the binlog position of the
     /// snapshot (the table's changes up to it are in the copy).
@@ -69,35 +75,6 @@ pub(crate) trait Target {
         table: &str,
         target_db: &str,
     ) -> Result<BinlogPos, CdcError>;
-}
-
-/// Server errors that mean a replayed statement was applied before a crash.
-const ALREADY_DONE: &[u16] = &[
-    1007, // database exists
-    1008, // database does not exist
-    1050, // table exists
-    1051, // unknown table
-    1054, // unknown column
-    1060, // duplicate column
-    1061, // duplicate key name
-    1068, // multiple primary key
-    1091, // cannot drop: does not exist
-    1146, // table does not exist
-    1304, // routine exists
-    1305, // routine does not exist
-    1359, // trigger exists
-    1360, // trigger does not exist
-    1826, // duplicate foreign key
-];
-
-fn server_code(e: &DbError) -> Option<u16> {
-    match e {
-        DbError::Query {
-            source: mysql_async::Error::Server(s),
-            ..
-        } => Some(s.code),
-        _ => None,
-    }
 }
 
 /// Source transactions applied but not yet committed on the target.
@@ -298,6 +275,7 @@ impl<'a, T: Target> Engine<'a, T> {
                 flags: r.flags,
                 safe,
                 at,
+                info: &r.table,
             })
             .await
     }
@@ -423,13 +401,10 @@ impl<'a, T: Target> Engine<'a, T> {
                             self.store,
                             format!("applied at {at}: {}", crate::model::truncate(&sql, 300)),
                         ),
-                        Err(e)
-                            if replay
-                                && server_code(&e).is_some_and(|c| ALREADY_DONE.contains(&c)) =>
-                        {
+                        Err(e) if replay && e.already_done() => {
                             info!(at, error = %e, "DDL already applied before the restart");
                         }
-                        Err(e) if e.is_retryable() => return Err(CdcError::Db(e)),
+                        Err(e) if e.is_retryable() => return Err(e.into()),
                         Err(source) => {
                             return Err(CdcError::DdlFailed {
                                 at,
@@ -492,6 +467,7 @@ fn shown(q: &Query) -> String {
 mod tests {
     use super::*;
     use crate::cdc::testkit::{self, *};
+    use crate::db::DbError;
     use crate::source::decode::Image;
 
     /// A target that records what it is asked to do.
@@ -551,9 +527,9 @@ mod tests {
             db: &str,
             sql: &str,
             ctx: &SessionContext,
-        ) -> Result<(), DbError> {
+        ) -> Result<(), TargetError> {
             if let Some(code) = self.fail_with {
-                return Err(DbError::Query {
+                return Err(TargetError::Db(DbError::Query {
                     role: "target",
                     context: "DDL".into(),
                     source: mysql_async::Error::Server(mysql_async::ServerError {
@@ -561,7 +537,7 @@ mod tests {
                         message: "exists".into(),
                         state: "42S01".into(),
                     }),
-                });
+                }));
             }
             self.log
                 .push(format!("run in {db} at {}: {sql}", ctx.timestamp));

@@ -21,6 +21,7 @@ mod error;
 pub mod event;
 pub mod follow;
 mod health;
+mod pgapply;
 mod run;
 mod start;
 pub mod subscribe;
@@ -30,5 +31,6 @@ mod xa;
 
 pub use error::CdcError;
 pub use health::{sample_while_down, watch_retention, Live, SourceInfo};
-pub use run::{decode_only, run};
-pub use start::{record_handover_end, record_start, server_id};
+pub use pgapply::MARKERS as PG_MARKERS;
+pub use run::{decode_only, run, run_postgresql};
+pub use start::{record_handover_end, record_start, record_start_postgresql, server_id};

@@ -27,15 +27,48 @@ pub async fn run(
     target: &Connector,
     store: &Store,
     cancel: CancellationToken,
-    mut live: Live<'_>,
+    live: Live<'_>,
 ) -> Result<(), CdcError> {
-    let mut cp = store
+    let cp = store
         .checkpoint(&job.name)?
         .ok_or_else(|| CdcError::Setup("no CDC start position recorded".into()))?;
     // Transactions the target committed after the last redb checkpoint.
     let mut start = (cp.position.clone(), cp.gtid.clone());
     let time_zone = source_time_zone(source).await?;
     let applier = Applier::open(job, target, source, time_zone, &mut start).await?;
+    apply_loop(job, source, store, cancel, live, applier, cp, start).await
+}
+
+/// [`run`] into a PostgreSQL target.
+pub async fn run_postgresql(
+    job: &JobSpec,
+    source: &Connector,
+    target: &crate::pg::PgConnector,
+    store: &Store,
+    cancel: CancellationToken,
+    live: Live<'_>,
+) -> Result<(), CdcError> {
+    let cp = store
+        .checkpoint(&job.name)?
+        .ok_or_else(|| CdcError::Setup("no CDC start position recorded".into()))?;
+    let mut start = (cp.position.clone(), cp.gtid.clone());
+    let applier = super::pgapply::PgApplier::open(job, target, source, &mut start).await?;
+    apply_loop(job, source, store, cancel, live, applier, cp, start).await
+}
+
+/// Streams from `cp` (or `start`, where the target's markers are ahead of
+/// it) and applies through `applier`.
+#[allow(clippy::too_many_arguments)]
+async fn apply_loop<T: engine::Target>(
+    job: &JobSpec,
+    source: &Connector,
+    store: &Store,
+    cancel: CancellationToken,
+    mut live: Live<'_>,
+    applier: T,
+    mut cp: crate::model::Checkpoint,
+    start: engine::TxnEnd,
+) -> Result<(), CdcError> {
     if start.0 != cp.position {
         cp.position = start.0;
         cp.gtid = start.1;

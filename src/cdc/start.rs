@@ -50,6 +50,39 @@ pub async fn record_start(
         .map_err(target.query_err("clearing an old checkpoint row"))?;
     }
     let _ = t.disconnect().await;
+    first_checkpoint(job, source, store).await
+}
+
+/// [`record_start`] for a PostgreSQL target (its markers live in
+/// `ferry.checkpoints` there).
+pub async fn record_start_postgresql(
+    job: &JobSpec,
+    source: &Connector,
+    target: &crate::pg::PgConnector,
+    store: &Store,
+) -> Result<Checkpoint, CdcError> {
+    if let Some(cp) = store.checkpoint(&job.name)? {
+        return Ok(cp);
+    }
+    let t = target.connect().await?;
+    t.batch_execute(super::pgapply::MARKERS)
+        .await
+        .map_err(crate::pg::query_err("creating ferry.checkpoints"))?;
+    t.execute(
+        "DELETE FROM ferry.checkpoints WHERE job = $1 OR job LIKE $2",
+        &[&job.name, &format!("{}#%", job.name)],
+    )
+    .await
+    .map_err(crate::pg::query_err("clearing an old checkpoint row"))?;
+    first_checkpoint(job, source, store).await
+}
+
+/// The start position as `[cdc] start` says, recorded.
+async fn first_checkpoint(
+    job: &JobSpec,
+    source: &Connector,
+    store: &Store,
+) -> Result<Checkpoint, CdcError> {
     let (position, gtid) = start_position(job, source).await?;
     let cp = Checkpoint::start(position, gtid);
     store.put_checkpoint(&job.name, &cp)?;

@@ -105,18 +105,6 @@ impl Validator<'_> {
         let postgresql = target
             .as_ref()
             .is_some_and(|t| t.kind == ServerKind::Postgresql);
-        if postgresql && mode != Mode::Full {
-            return Err(self.err(
-                raw.mode.span(),
-                "mode",
-                format!(
-                    "mode {:?} into a PostgreSQL target is not built yet: this Ferry \
-                     moves MySQL to PostgreSQL with mode = \"full\" (schema, data, \
-                     sequences, verification); follow the binlog into a MySQL target meanwhile",
-                    mode.as_str()
-                ),
-            ));
-        }
         if raw.select.is_empty() {
             return Err(self.err(
                 0..0,

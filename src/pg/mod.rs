@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod conn;
+pub mod ddl;
 pub mod load;
 pub mod schema;
 pub mod types;

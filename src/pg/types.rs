@@ -166,6 +166,16 @@ pub fn translate(c: &SourceColumn, mapping: &Mapping) -> PgColumn {
             c.name
         )));
     }
+    let mut sql_type = sql_type;
+    if identity && sql_type.starts_with("numeric") {
+        // An identity is an integer type: BIGINT UNSIGNED AUTO_INCREMENT
+        // becomes bigint (its values past 2^63 would not fit).
+        sql_type = "bigint".into();
+        notes.push(Note::Warn(format!(
+            "{}: BIGINT UNSIGNED AUTO_INCREMENT becomes a bigint identity (values up to 2^63-1)",
+            c.name
+        )));
+    }
     let default = match &c.default {
         _ if identity => None,
         None => None,
@@ -264,7 +274,7 @@ pub fn ident(name: &str) -> String {
 }
 
 /// `COLUMN_DEFAULT` in PostgreSQL; `Ok(None)` for no default.
-fn default_sql(d: &str, enc: Enc, mapping: &Mapping) -> Result<Option<String>, String> {
+pub(crate) fn default_sql(d: &str, enc: Enc, mapping: &Mapping) -> Result<Option<String>, String> {
     let lower = d.to_ascii_lowercase();
     if lower == "null" {
         return Ok(None);

@@ -371,7 +371,7 @@ impl Stage<'_> {
 }
 
 /// What a running stage shares with the job's controls.
-fn live(control: &JobControl) -> cdc::Live<'_> {
+pub(super) fn live(control: &JobControl) -> cdc::Live<'_> {
     cdc::Live {
         limit: &control.limit,
         stop_at: control.cutover_at.subscribe(),
@@ -421,6 +421,14 @@ async fn finish_cutover(
     let counts = crate::verify::counts(job, source, target)
         .await
         .map_err(|e| JobError::Cutover(e.to_string()))?;
+    equal_counts(&counts)?;
+    schema::copy_triggers(job, source, target).await?;
+    announce_cutover(job, store, control, counts)
+}
+
+/// A cutover needs every table's counts equal once the last position is
+/// applied.
+pub(super) fn equal_counts(counts: &[(String, u64, u64)]) -> Result<(), JobError> {
     let differ: Vec<String> = counts
         .iter()
         .filter(|(_, s, t)| s != t)
@@ -433,7 +441,16 @@ async fn finish_cutover(
             differ.join("; ")
         )));
     }
-    schema::copy_triggers(job, source, target).await?;
+    Ok(())
+}
+
+/// Tells the waiting `ferry cutover` where the source stopped.
+pub(super) fn announce_cutover(
+    job: &JobSpec,
+    store: &Arc<Store>,
+    control: &Arc<JobControl>,
+    counts: Vec<(String, u64, u64)>,
+) -> Result<(), JobError> {
     let cp = store
         .checkpoint(&job.name)?
         .ok_or_else(|| JobError::Cutover("no checkpoint".into()))?;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::cdc::signal;
+use crate::cdc::{log_tail, signal, SyncRun};
 use crate::pgserver::{shared_pg, PgServer};
 use crate::*;
 
@@ -493,7 +493,10 @@ fn postgresql_job_keys_are_checked() {
     let base = pg_job("pg-keys", "pgr_src", "pgr", "pgr", "", "");
     for (text_job, what) in [
         (base.replace("database = \"pgr\"\n", ""), "target.database"),
-        (base.replace("mode = \"full\"", "mode = \"sync\""), "mode"),
+        (
+            base.replace("database = \"pgr\"", "database = \"pgr\"\nserver_id = 7"),
+            "target.server_id",
+        ),
         (
             base.replace("kind = \"postgresql\"", "kind = \"oracle\""),
             "target.kind",
@@ -662,5 +665,216 @@ fn tls_to_postgresql_when_the_server_requires_it() {
             "SELECT string_agg(v, ',' ORDER BY id) FROM pgtls.t"
         ),
         "a,b"
+    );
+}
+
+/// A migrate job into PostgreSQL under a workload that starts during the
+/// full load (the hand-over) and goes on through DDL, a kill -9 during the
+/// CDC and the restart, then a cutover: every table equal through the
+/// mapping (`ferry verify --checksum`), values read back as the mapping
+/// says, identities past the highest id, triggers only after the cutover.
+#[test]
+fn migrate_into_postgresql_with_ddl_kill_9_and_cutover() {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    source.sql(
+        "DROP DATABASE IF EXISTS pgs_src; CREATE DATABASE pgs_src; USE pgs_src;
+         CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY,
+           name VARCHAR(40) CHARACTER SET latin1, price DECIMAL(10,2), flag TINYINT(1),
+           e ENUM('a','b','c'), s SET('x','y','z'), dt DATETIME(3), ts TIMESTAMP(6) NULL,
+           tm TIME, j JSON, b BLOB, f FLOAT, d DOUBLE, bits BIT(5),
+           upd TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+           UNIQUE KEY u_name (name));
+         INSERT INTO items (name, price, flag, e, s, dt, ts, tm, j, b, f, d, bits)
+           SELECT CONCAT('café ', seq), seq / 4, seq % 2, ELT(1 + seq % 3, 'a', 'b', 'c'),
+             IF(seq % 2, 'x,z', ''), '2024-02-29 12:00:00.5' + INTERVAL seq MINUTE,
+             FROM_UNIXTIME(1700000000 + seq), SEC_TO_TIME(CAST(seq AS SIGNED) * 37 - 90000),
+             JSON_OBJECT('n', seq, 'k', 'v'), UNHEX(MD5(seq)), seq / 3, seq / 7, seq % 32
+           FROM seq_1_to_6000;
+         CREATE TABLE heap (x INT, y VARCHAR(10));
+         INSERT INTO heap SELECT seq % 50, 'dup' FROM seq_1_to_3000;
+         CREATE TABLE parent (id INT PRIMARY KEY, v INT);
+         CREATE TABLE child (id INT PRIMARY KEY, parent_id INT,
+           FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE);
+         INSERT INTO parent SELECT seq, seq FROM seq_1_to_500;
+         INSERT INTO child SELECT seq, 1 + seq % 500 FROM seq_1_to_2000;",
+    );
+    pg.database("pgs");
+    let tmp = temp_dir("pg-sync");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &pg_job(
+            "pg-sync",
+            "pgs_src",
+            "pgs",
+            "pgs",
+            "tinyint1 = \"boolean\"",
+            "[full]\nthreads = 2\nchunk_rows = 500\nrows_per_sec = 4000\n[cdc]\nthreads = 2",
+        )
+        .replace("mode = \"full\"", "mode = \"migrate\"")
+        .replace(
+            "password_env = \"FERRY_SRC_PASSWORD\"",
+            "password_env = \"FERRY_SRC_PASSWORD\"\nserver_id = 5301",
+        ),
+    );
+    // A workload of inserts, updates (keys moved too), deletes and a
+    // cascade, on every table, from the first second of the load.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workload = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (source, _) = shared();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let n = 6000 + i;
+                // A deadlock with the DDL below rolls the transaction back.
+                let _ = source.try_sql(&format!(
+                    "USE pgs_src; BEGIN;
+                     INSERT INTO items (name, price, flag, e, s, dt, tm, j, f, d, bits)
+                       VALUES ('new {n} ñ', {n}.25, {b}, 'b', 'y', NOW(3), '-12:00:01', '[1, 2]',
+                               {n} / 9, {n} / 11, 31);
+                     UPDATE items SET price = price + 1, e = 'c', s = 'x,y,z', flag = 1 - flag
+                       WHERE id = {u};
+                     UPDATE items SET id = id + 100000 WHERE id = {m};
+                     DELETE FROM items WHERE id = {d};
+                     INSERT INTO heap VALUES ({x}, 'w{i}');
+                     DELETE FROM heap WHERE x = {x} AND y = 'dup' LIMIT 1;
+                     UPDATE heap SET y = 'upd' WHERE x = {x} AND y = 'dup' LIMIT 1;
+                     DELETE FROM parent WHERE id = {p};
+                     COMMIT;",
+                    b = i % 2,
+                    u = 1 + (i * 7) % 6000,
+                    m = 1 + (i * 13) % 6000,
+                    d = 1 + (i * 29) % 6000,
+                    x = i % 50,
+                    p = 1 + (i * 3) % 500,
+                ));
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    let mut sync = SyncRun::start(&state, &job);
+    std::thread::sleep(Duration::from_millis(300));
+    sync.assert_running();
+    assert!(
+        !sync.output().contains("streaming changes"),
+        "the workload should overlap the full load; slow the load down"
+    );
+    sync.wait_streaming();
+    // DDL as people write it, with rows around it.
+    source.sql(
+        "USE pgs_src;
+         ALTER TABLE items ADD COLUMN note VARCHAR(20) NOT NULL DEFAULT 'n/a' AFTER name,
+           MODIFY price DECIMAL(12,3), ALGORITHM=COPY, LOCK=SHARED;
+         UPDATE items SET note = 'noted' WHERE id % 10 = 0;
+         ALTER TABLE items CHANGE name title VARCHAR(60) CHARACTER SET latin1;
+         CREATE TABLE extra (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+           v TEXT, k INT, KEY k_k (k)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+         INSERT INTO extra (v, k) SELECT CONCAT('v', seq), seq FROM seq_1_to_300;
+         CREATE INDEX ix_price ON items (price);
+         RENAME TABLE extra TO extra2;
+         ALTER TABLE extra2 ADD COLUMN w DATETIME NULL, DROP COLUMN k;
+         UPDATE extra2 SET w = '2025-01-01 10:00:00' WHERE id < 50;
+         CREATE TABLE gone (id INT PRIMARY KEY); INSERT INTO gone VALUES (1);
+         DROP TABLE gone;
+         CREATE TABLE emptied (id INT PRIMARY KEY); INSERT INTO emptied SELECT seq FROM seq_1_to_9;
+         TRUNCATE TABLE emptied; INSERT INTO emptied VALUES (42);
+         ALTER TABLE heap ENGINE=InnoDB;",
+    );
+    // kill -9 while the workload runs, then the restart.
+    let count = |sql: &str| -> u64 {
+        pg.try_sql("pgs", sql)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    sync.explain(&state, || {
+        wait_until(Duration::from_secs(60), "the DDL on the target", || {
+            count("SELECT COUNT(*) FROM pgs.extra2") == 300
+        })
+    });
+    sync.kill();
+    let mut sync = SyncRun::start(&state, &job);
+    sync.wait_streaming();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    workload.join().expect("workload");
+    let out = run(ferry(&state).args(["cutover", "pg-sync"]));
+    assert!(
+        out.status.success() && text(&out).contains("cut over"),
+        "{}\nferry:\n{}\nlog tail:\n{}",
+        text(&out),
+        sync.output(),
+        log_tail(&state)
+    );
+    let (code, log) = sync.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+
+    // Equal through the mapping, table by table, row by row.
+    let out = run(ferry(&state).args(["verify", "pg-sync", "--checksum"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let verified = text(&out);
+    for t in ["items", "heap", "parent", "child", "extra2", "emptied"] {
+        assert!(
+            verified.contains(&format!("pgs_src.{t}")),
+            "{t}: {verified}"
+        );
+    }
+    assert_eq!(
+        pg.try_sql("pgs", "SELECT to_regclass('pgs.gone') IS NULL")
+            .as_deref(),
+        Ok("t")
+    );
+    // Values as the mapping says.
+    assert_eq!(
+        pg.sql(
+            "pgs",
+            "SELECT count(*) FROM pgs.items WHERE title LIKE 'café 1%'"
+        ),
+        source.sql("SELECT COUNT(*) FROM pgs_src.items WHERE title LIKE 'café 1%'"),
+    );
+    assert_eq!(
+        pg.sql(
+            "pgs",
+            "SELECT title, note, e, s, flag FROM pgs.items WHERE id = 10"
+        ),
+        source
+            .sql("SELECT title, note, e, s, IF(flag, 't', 'f') FROM pgs_src.items WHERE id = 10")
+            .replace('\t', "|")
+    );
+    assert_eq!(
+        pg.sql("pgs", "SELECT count(*) FROM pgs.child"),
+        source.sql("SELECT COUNT(*) FROM pgs_src.child"),
+        "the cascade of parent deletes"
+    );
+    let types = pg_types(pg, "pgs", "pgs", "items");
+    assert!(
+        types.contains(&("price".into(), "numeric(12,3)".into()))
+            && types.contains(&("flag".into(), "boolean".into()))
+            && types.contains(&("title".into(), "character varying(60)".into())),
+        "{types:?}"
+    );
+    // Identities past what was copied; the ON UPDATE trigger only now.
+    let max: u64 = pg
+        .sql("pgs", "SELECT max(id) FROM pgs.items")
+        .parse()
+        .expect("max");
+    let next: u64 = pg
+        .sql(
+            "pgs",
+            "INSERT INTO pgs.items (title, price, flag, e, s, dt, tm, j, f, d, bits) VALUES \
+             ('after', 1, true, 'a', '', now(), '1 hour', '{}', 1, 1, B'00001') RETURNING id",
+        )
+        .parse()
+        .expect("id");
+    assert!(next > max, "{next} after {max}");
+    assert_eq!(
+        pg.sql(
+            "pgs",
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'pgs.items'::regclass AND NOT tgisinternal"
+        ),
+        "1"
     );
 }
