@@ -878,3 +878,107 @@ fn migrate_into_postgresql_with_ddl_kill_9_and_cutover() {
         "1"
     );
 }
+
+/// sysbench oltp_write_only during the load and after, a DDL on its table
+/// while it writes, kill -9 in the middle of the CDC, the restart: the
+/// PostgreSQL target converges to the source row for row.
+#[test]
+fn sysbench_sync_into_postgresql_with_ddl_and_kill_9() {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    source.sql("DROP DATABASE IF EXISTS pgb_src; CREATE DATABASE pgb_src;");
+    pg.database("pgb");
+    let sysbench = |cmd: &str, secs: u32| {
+        std::process::Command::new("sysbench")
+            .arg("oltp_write_only")
+            .args([
+                "--db-driver=mysql",
+                "--mysql-host=127.0.0.1",
+                "--mysql-user=ferry",
+                "--mysql-ignore-errors=1213,1205",
+            ])
+            .arg(format!("--mysql-port={}", source.port))
+            .arg(format!("--mysql-password={PASSWORD}"))
+            .args([
+                "--mysql-db=pgb_src",
+                "--tables=2",
+                "--table-size=20000",
+                "--threads=2",
+            ])
+            .arg(format!("--time={secs}"))
+            .arg(cmd)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("sysbench")
+    };
+    let done = |mut c: std::process::Child, what: &str| {
+        let status = c.wait().expect("sysbench");
+        assert!(status.success(), "sysbench {what}: {status}");
+    };
+    done(sysbench("prepare", 0), "prepare");
+    let tmp = temp_dir("pg-sysbench");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &pg_job(
+            "pg-sysbench",
+            "pgb_src",
+            "pgb",
+            "pgb",
+            "",
+            "[full]\nthreads = 2\nchunk_rows = 1000\nrows_per_sec = 8000\n[cdc]\nthreads = 4",
+        )
+        .replace("mode = \"full\"", "mode = \"sync\"")
+        .replace(
+            "password_env = \"FERRY_SRC_PASSWORD\"",
+            "password_env = \"FERRY_SRC_PASSWORD\"\nserver_id = 5302",
+        ),
+    );
+    let mut sync = SyncRun::start(&state, &job);
+    done(sysbench("run", 4), "run during the load");
+    sync.assert_running();
+    assert!(
+        !sync.output().contains("streaming changes"),
+        "the workload should overlap the full load; slow the load down"
+    );
+    sync.wait_streaming();
+    let bench = sysbench("run", 6);
+    std::thread::sleep(Duration::from_secs(1));
+    source.sql(
+        "ALTER TABLE pgb_src.sbtest1 ADD COLUMN note VARCHAR(10) NOT NULL DEFAULT 'x', \
+         ADD INDEX k_note (note)",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    sync.kill();
+    let mut sync = SyncRun::start(&state, &job);
+    done(bench, "run across the kill");
+    sync.wait_streaming();
+    let digest = |t: &str| {
+        let mysql = source.sql(&format!(
+            "SET SESSION group_concat_max_len = 1 << 30; SELECT CONCAT_WS('|', COUNT(*), \
+             MD5(GROUP_CONCAT(id, k, c, pad ORDER BY id))) FROM pgb_src.{t}"
+        ));
+        let postgres = pg.try_sql(
+            "pgb",
+            &format!(
+                "SELECT concat_ws('|', count(*), md5(string_agg(id::text || k::text || c || pad, \
+                 ',' ORDER BY id))) FROM pgb.{t}"
+            ),
+        );
+        (mysql, postgres)
+    };
+    sync.explain(&state, || {
+        wait_until(Duration::from_secs(120), "the target converges", || {
+            ["sbtest1", "sbtest2"].iter().all(|t| {
+                let (m, p) = digest(t);
+                p.is_ok_and(|p| p == m)
+            })
+        })
+    });
+    assert_eq!(
+        pg.sql("pgb", "SELECT count(*) FROM pgb.sbtest1 WHERE note = 'x'"),
+        source.sql("SELECT COUNT(*) FROM pgb_src.sbtest1")
+    );
+    let out = sync.stop();
+    assert!(out.contains("pg-sysbench"), "{out}");
+}
