@@ -19,7 +19,8 @@
 #
 # Verification and subscriptions: see bench_verify and bench_subscribe.
 #
-# Into PostgreSQL: see bench_pg (not part of `all`).
+# Into PostgreSQL: see bench_pg (not part of `all`): the full load against
+# pgloader, then the CDC apply rate of a BURST-second burst.
 #
 #   scripts/bench.sh [full|cdc|verify|subscribe|pg|all]   (default all; ROWS=250000 TABLES=4
 #                                      THREADS=4 ROUNDS=1 BURST=30)
@@ -508,7 +509,53 @@ printf '%-44s %8.2f %10d %12s\n' "pgloader ($PGLOADER_WITH)" "${PGSECS[pgloader]
   "$(echo "$TOTAL / ${PGSECS[pgloader]}" | bc)" "$(echo "scale=2; ${PGSECS[pgloader]} / ${PGSECS[ferry]}" | bc)x"
 [ "$PGLOADER_WITH" = defaults ] || echo "* pgloader's defaults ran out of SBCL heap; it ran again with prefetch rows = 10000"
 echo "ferry peak RSS: $(( $(cat "$WORK/pgrss") / 1024 )) MiB"
-echo "CDC apply into PostgreSQL: not built yet (mode = \"full\" only)"
+
+# CDC apply: a BURST-second sysbench burst on the source after the load;
+# then a sync job from the position before it ([cdc] start, threads = 4)
+# applies the backlog to the rows ferry loaded. The ratio is the apply rate
+# over the rate the source wrote it (above 1: it keeps up).
+read -r P_FILE P_POS < <(sql source -N -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
+sysbench oltp_write_only --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$SOURCE_PORT" \
+  --mysql-user=ferry --mysql-password="$PW" --mysql-db=sbtest --tables="$TABLES" \
+  --table-size="$ROWS" --threads=4 --time="$BURST" run >"$WORK/pgburst.log"
+txns=$(awk '/transactions:/ {print $2}' "$WORK/pgburst.log")
+read -r E_FILE E_POS < <(sql source -N -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
+{ scripts/sandbox.sh job bench-pgcdc sync sbtest sbtest "$PG_PORT"; cat <<EOF
+[cdc]
+start = "$P_FILE:$P_POS"
+threads = 4
+EOF
+} | sed 's/^password_env = "FERRY_DST_PASSWORD"$/password_env = "FERRY_DST_PASSWORD"\nkind = "postgresql"\ndatabase = "bench_ferry"/' \
+  | grep -v '^server_id' >"$WORK/pgcdc.toml"
+rm -rf "$WORK/pgcdc-state"
+pgsql bench_ferry "DELETE FROM ferry.checkpoints WHERE job LIKE 'bench-pgcdc%'" 2>/dev/null || true
+t0=$(now)
+"$FERRY" --state "$WORK/pgcdc-state" run "$WORK/pgcdc.toml" 2>"$WORK/pgcdc.err" &
+local pid=$!
+# Done when a lane's marker is at the burst's end (the tables are compared
+# after).
+while :; do
+  at=$(pgsql bench_ferry "SELECT binlog_file || ' ' || binlog_pos FROM ferry.checkpoints WHERE job LIKE 'bench-pgcdc%' ORDER BY binlog_file DESC, binlog_pos DESC LIMIT 1" 2>/dev/null || echo "x 0")
+  read -r f p <<<"$at"
+  if [ "$f" = "$E_FILE" ] && [ "${p:-0}" -ge "$E_POS" ]; then break; fi
+  kill -0 $pid 2>/dev/null || { cat "$WORK/pgcdc.err" >&2; exit 1; }
+  sleep 0.05
+done
+cdc_s=$(echo "$(now) - $t0" | bc)
+kill -TERM $pid; wait $pid || true
+for i in $(seq 1 "$TABLES"); do
+  want=$(sql source -N -e "SELECT CONCAT(COUNT(*), '|', SUM(k), '|', SUM(LENGTH(c)), '|', SUM(id)) FROM sbtest.sbtest$i")
+  got=$(pgsql bench_ferry "SELECT COUNT(*) || '|' || SUM(k) || '|' || SUM(LENGTH(c)) || '|' || SUM(id) FROM sbtest.sbtest$i")
+  [ "$got" = "$want" ] || { echo "MISMATCH after CDC: sbtest$i: $got != $want" >&2; exit 1; }
+done
+echo
+echo "CDC apply into PostgreSQL: a ${BURST}s sysbench oltp_write_only burst (4 threads, $txns transactions,"
+echo "4 row changes each), applied from its start position to the loaded copy ([cdc] threads = 4),"
+echo "start-up included (connect, catalog reads); tables compared after"
+printf '%-44s %8s %10s %12s\n' "" seconds txn/s "vs source"
+printf '%-44s %8.2f %10d %12s\n' "source writing the burst" "$BURST" "$(echo "$txns / $BURST" | bc)" ""
+printf '%-44s %8.2f %10d %12s\n' "ferry applying it into PostgreSQL" "$cdc_s" \
+  "$(echo "$txns / $cdc_s" | bc)" "$(echo "scale=2; $BURST / $cdc_s" | bc)x"
 }
 
 case $WHAT in
