@@ -162,8 +162,7 @@ async fn postgresql_checks(
     };
     let target = pg::PgConnector::new(target);
     // A CDC from an explicit position applies to data already there.
-    let explicit_start =
-        job.mode.needs_binlog() && job.cdc.start != crate::job::CdcStart::Auto;
+    let explicit_start = job.mode.needs_binlog() && job.cdc.start != crate::job::CdcStart::Auto;
     for f in pg::check::check(&target, &tables, resuming || explicit_start).await {
         let status = match f.level {
             pg::check::Level::Pass => Status::Pass,

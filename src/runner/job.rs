@@ -173,6 +173,17 @@ impl JobControl {
         })
     }
 
+    /// What a running stage shares with the job's controls.
+    pub(super) fn live(&self) -> cdc::Live<'_> {
+        cdc::Live {
+            limit: &self.limit,
+            stop_at: self.cutover_at.subscribe(),
+            source: &self.source_info,
+            caught_up: &self.caught_up,
+            observer: self.observer.as_ref(),
+        }
+    }
+
     pub fn is_paused(&self) -> bool {
         *self.paused.borrow()
     }

@@ -3,6 +3,7 @@
 //! Each job has a [`JobControl`] through which the control socket and the
 //! signals pause, resume, throttle and cut it over while it runs.
 
+mod cutover;
 mod job;
 mod postgresql;
 mod stages;

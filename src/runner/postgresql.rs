@@ -20,8 +20,8 @@ use crate::pg::{self, PgConnector};
 use crate::schema::SchemaError;
 use crate::state::Store;
 
+use super::cutover::{announce_cutover, equal_counts};
 use super::job::{lock, JobControl, JobError};
-use super::stages::{announce_cutover, equal_counts, live};
 use super::verifying::verify_after_full;
 
 /// What the stages work with.
@@ -123,7 +123,7 @@ impl IntoPostgresql<'_> {
             target,
             store,
             self.cancel.child_token(),
-            live(control),
+            control.live(),
         )
         .await;
         control.caught_up.send_replace(None);

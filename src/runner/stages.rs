@@ -20,6 +20,7 @@ use crate::model::{now_ms, JobState};
 use crate::schema::{self, SchemaError};
 use crate::state::{JobRecord, Store};
 
+use super::cutover::{announce_cutover, equal_counts};
 use super::job::{lock, JobControl, JobError, Outcome};
 use super::verifying::{verify_after_full, verify_schedule};
 
@@ -352,7 +353,7 @@ impl Stage<'_> {
         control
             .observer
             .say(&job.name, "streaming changes (SIGINT/SIGTERM stops)");
-        let live = live(control);
+        let live = control.live();
         let result = tokio::select! {
             r = cdc::run(job, self.source, &self.target, store, self.cancel.child_token(), live) => r,
             never = verify_schedule(store, job, control, auto, self.cancel) => match never {},
@@ -367,17 +368,6 @@ impl Stage<'_> {
         let job = self.job;
         schema::copy_triggers(job, self.source, &self.target).await?;
         verify_after_full(self.store, job, self.control, self.cancel).await
-    }
-}
-
-/// What a running stage shares with the job's controls.
-pub(super) fn live(control: &JobControl) -> cdc::Live<'_> {
-    cdc::Live {
-        limit: &control.limit,
-        stop_at: control.cutover_at.subscribe(),
-        source: &control.source_info,
-        caught_up: &control.caught_up,
-        observer: control.observer.as_ref(),
     }
 }
 
@@ -396,7 +386,7 @@ async fn subscribe(
         source,
         store,
         cancel.child_token(),
-        live(control),
+        control.live(),
         &control.sink,
     )
     .await;
@@ -424,49 +414,4 @@ async fn finish_cutover(
     equal_counts(&counts)?;
     schema::copy_triggers(job, source, target).await?;
     announce_cutover(job, store, control, counts)
-}
-
-/// A cutover needs every table's counts equal once the last position is
-/// applied.
-pub(super) fn equal_counts(counts: &[(String, u64, u64)]) -> Result<(), JobError> {
-    let differ: Vec<String> = counts
-        .iter()
-        .filter(|(_, s, t)| s != t)
-        .map(|(n, s, t)| format!("{n}: {s} rows on the source, {t} on the target"))
-        .collect();
-    if !differ.is_empty() {
-        return Err(JobError::Cutover(format!(
-            "row counts differ after applying the last position (were writes still \
-             reaching the source? use --read-only-source): {}",
-            differ.join("; ")
-        )));
-    }
-    Ok(())
-}
-
-/// Tells the waiting `ferry cutover` where the source stopped.
-pub(super) fn announce_cutover(
-    job: &JobSpec,
-    store: &Arc<Store>,
-    control: &Arc<JobControl>,
-    counts: Vec<(String, u64, u64)>,
-) -> Result<(), JobError> {
-    let cp = store
-        .checkpoint(&job.name)?
-        .ok_or_else(|| JobError::Cutover("no checkpoint".into()))?;
-    let result = ferry_proto::Cutover {
-        position: cp.position.to_string(),
-        gtid: cp.gtid.clone(),
-        counts,
-    };
-    control.event(
-        "cutover",
-        &format!(
-            "cut over at {} ({} tables, counts equal)",
-            result.position,
-            result.counts.len()
-        ),
-    );
-    control.cutover_done.send_replace(Some(Ok(result)));
-    Ok(())
 }
