@@ -873,19 +873,12 @@ pub async fn copy_table_now(
     let name = qualified(db, table);
     let target_name = qualified(target_db, table);
     let mut src = source.connect().await?;
-    src.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await
-        .map_err(source.query_err("opening a consistent snapshot"))?;
-    let pos = crate::source::position::snapshot(source, &mut src)
-        .await?
-        .ok_or_else(|| {
-            FullError::Db(DbError::Unexpected {
-                role: "source",
-                what: "the source reports no binlog_snapshot_file/position (MariaDB has them); \
-                   copying a table that enters the selection during CDC needs them"
-                    .into(),
-            })
-        })?;
+    let pos = crate::source::position::required_snapshot(
+        source,
+        &mut src,
+        "copying a table that enters the selection during CDC",
+    )
+    .await?;
     let mut dst = target.connect().await?;
     // The first read holds the table's metadata lock until the snapshot
     // ends, so no DDL changes it while it is copied (one that came between

@@ -948,23 +948,7 @@ fn pg_literal(
             }
             cast(out, &hex);
         }
-        (Value::Bytes(b), Enc::Bit(n)) => {
-            let bits = b.len() * 8;
-            let n = n as usize;
-            let mut text = String::with_capacity(n);
-            for _ in bits..n {
-                text.push('0');
-            }
-            for i in bits.saturating_sub(n)..bits {
-                let byte = b.get(i / 8).copied().unwrap_or(0);
-                text.push(if byte & (0x80 >> (i % 8)) != 0 {
-                    '1'
-                } else {
-                    '0'
-                });
-            }
-            cast(out, &text);
-        }
+        (Value::Bytes(b), Enc::Bit(n)) => cast(out, &crate::pg::types::bit_text(b, n)),
         (Value::Bytes(b), Enc::Bool) => match b.as_slice() {
             b"0" => out.push_str("false"),
             b"1" => out.push_str("true"),

@@ -29,11 +29,7 @@ pub async fn run(
     cancel: CancellationToken,
     live: Live<'_>,
 ) -> Result<(), CdcError> {
-    let cp = store
-        .checkpoint(&job.name)?
-        .ok_or_else(|| CdcError::Setup("no CDC start position recorded".into()))?;
-    // Transactions the target committed after the last redb checkpoint.
-    let mut start = (cp.position.clone(), cp.gtid.clone());
+    let (cp, mut start) = recorded_start(job, store)?;
     let time_zone = source_time_zone(source).await?;
     let applier = Applier::open(job, target, source, time_zone, &mut start).await?;
     apply_loop(job, source, store, cancel, live, applier, cp, start).await
@@ -48,12 +44,22 @@ pub async fn run_postgresql(
     cancel: CancellationToken,
     live: Live<'_>,
 ) -> Result<(), CdcError> {
+    let (cp, mut start) = recorded_start(job, store)?;
+    let applier = super::pgapply::PgApplier::open(job, target, source, &mut start).await?;
+    apply_loop(job, source, store, cancel, live, applier, cp, start).await
+}
+
+/// The checkpoint, and where the stream starts (moved forward by the
+/// target's markers: transactions it committed after the checkpoint).
+fn recorded_start(
+    job: &JobSpec,
+    store: &Store,
+) -> Result<(crate::model::Checkpoint, engine::TxnEnd), CdcError> {
     let cp = store
         .checkpoint(&job.name)?
         .ok_or_else(|| CdcError::Setup("no CDC start position recorded".into()))?;
-    let mut start = (cp.position.clone(), cp.gtid.clone());
-    let applier = super::pgapply::PgApplier::open(job, target, source, &mut start).await?;
-    apply_loop(job, source, store, cancel, live, applier, cp, start).await
+    let start = (cp.position.clone(), cp.gtid.clone());
+    Ok((cp, start))
 }
 
 /// Streams from `cp` (or `start`, where the target's markers are ahead of

@@ -433,19 +433,12 @@ mod grouped {
             }
         }
         let mut src = load.source.connect().await?;
-        src.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .await
-            .map_err(load.source.query_err("opening a consistent snapshot"))?;
-        let snapshot = crate::source::position::snapshot(load.source, &mut src)
-            .await?
-            .ok_or_else(|| {
-                LoadError::Source(DbError::Unexpected {
-                    role: "source",
-                    what: "the source reports no binlog_snapshot_file/position (MariaDB has \
-                           them); a load that CDC follows needs them"
-                        .into(),
-                })
-            })?;
+        let snapshot = crate::source::position::required_snapshot(
+            load.source,
+            &mut src,
+            "a load that CDC follows",
+        )
+        .await?;
         for &i in members {
             let (Some(planned), Some(p)) = (tables.get(i), progress.get(i)) else {
                 continue;
@@ -867,19 +860,12 @@ pub async fn copy_table_now(
     target_db: &str,
 ) -> Result<BinlogPos> {
     let mut src = source.connect().await?;
-    src.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await
-        .map_err(source.query_err("opening a consistent snapshot"))?;
-    let pos = crate::source::position::snapshot(source, &mut src)
-        .await?
-        .ok_or_else(|| {
-            LoadError::Source(DbError::Unexpected {
-                role: "source",
-                what: "the source reports no binlog_snapshot_file/position (MariaDB has them); \
-                       copying a table that enters the selection during CDC needs them"
-                    .into(),
-            })
-        })?;
+    let pos = crate::source::position::required_snapshot(
+        source,
+        &mut src,
+        "copying a table that enters the selection during CDC",
+    )
+    .await?;
     let client = target.connect().await?;
     let target_name = format!("{}.{}", ident(target_db), ident(table));
     // The first read holds the table's metadata lock until the snapshot

@@ -371,22 +371,7 @@ pub fn push_copy(buf: &mut Vec<u8>, v: &Value, enc: Enc, mapping: &Mapping) -> R
                 buf.push(hex_digit(x & 15));
             }
         }
-        (Value::Bytes(b), Enc::Bit(n)) => {
-            // Big-endian bytes; the low `n` bits are the value.
-            let bits = b.len() * 8;
-            let n = n as usize;
-            for i in bits.saturating_sub(n)..bits {
-                let byte = b.get(i / 8).copied().unwrap_or(0);
-                buf.push(if byte & (0x80 >> (i % 8)) != 0 {
-                    b'1'
-                } else {
-                    b'0'
-                });
-            }
-            for _ in bits..n {
-                buf.push(b'0');
-            }
-        }
+        (Value::Bytes(b), Enc::Bit(n)) => buf.extend_from_slice(bit_text(b, n).as_bytes()),
         (Value::Bytes(b), Enc::Bool) => match b.as_slice() {
             b"0" => buf.push(b'f'),
             b"1" => buf.push(b't'),
@@ -437,6 +422,26 @@ pub fn push_copy(buf: &mut Vec<u8>, v: &Value, enc: Enc, mapping: &Mapping) -> R
         (Value::Date(..), _) => return Err(Unfit("a date in a column that is not one".into())),
     }
     Ok(())
+}
+
+/// BIT(n) bytes (big-endian; the low `n` bits are the value) as `n`
+/// binary digits.
+pub fn bit_text(b: &[u8], n: u32) -> String {
+    let bits = b.len() * 8;
+    let n = n as usize;
+    let mut text = String::with_capacity(n);
+    for _ in bits..n {
+        text.push('0');
+    }
+    for i in bits.saturating_sub(n)..bits {
+        let byte = b.get(i / 8).copied().unwrap_or(0);
+        text.push(if byte & (0x80 >> (i % 8)) != 0 {
+            '1'
+        } else {
+            '0'
+        });
+    }
+    text
 }
 
 fn hex_digit(n: u8) -> u8 {

@@ -48,6 +48,27 @@ pub async fn oldest(conn: &mut Conn, source: &Connector) -> Result<Option<String
 /// it corresponds to (MariaDB's `binlog_snapshot_file/position`); `None`
 /// on a server that does not report one (MySQL): the hand-over's safe mode
 /// then covers the difference.
+/// A REPEATABLE READ snapshot on `conn` and its binlog position, which
+/// `what` (for the message) cannot do without.
+pub async fn required_snapshot(
+    source: &Connector,
+    conn: &mut Conn,
+    what: &str,
+) -> Result<BinlogPos, DbError> {
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(source.query_err("opening a consistent snapshot"))?;
+    snapshot(source, conn)
+        .await?
+        .ok_or_else(|| DbError::Unexpected {
+            role: "source",
+            what: format!(
+                "the source reports no binlog_snapshot_file/position (MariaDB has them); {what} \
+             needs them"
+            ),
+        })
+}
+
 pub async fn snapshot(source: &Connector, conn: &mut Conn) -> Result<Option<BinlogPos>, DbError> {
     let err = || source.query_err("opening a consistent snapshot");
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
