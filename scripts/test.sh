@@ -16,6 +16,11 @@ command -v pt-online-schema-change >/dev/null 2>&1 || missing+=(percona-toolkit)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # PostgreSQL for the PostgreSQL target tests (they initdb their own).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# PostGIS for the spatial test, built for the PostgreSQL major installed
+# (or about to be: Debian 12's is 15).
+pg_major=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 ||
+  missing+=("postgresql-${pg_major:-15}-postgis-3")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=""

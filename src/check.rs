@@ -153,6 +153,11 @@ async fn postgresql_checks(
     let Some(cat) = r.catalog.clone() else {
         return;
     };
+    let pg_target = pg::PgConnector::new(target);
+    // Unreachable: check() below says so.
+    let job = &pg::conn::with_postgis(job, &pg_target)
+        .await
+        .unwrap_or_else(|_| job.clone());
     let tables = match pg::schema::read(job, source, &cat).await {
         Ok(t) => t,
         Err(e) => {
@@ -160,7 +165,7 @@ async fn postgresql_checks(
             return;
         }
     };
-    let target = pg::PgConnector::new(target);
+    let target = pg_target;
     // A CDC from an explicit position applies to data already there.
     let explicit_start = job.mode.needs_binlog() && job.cdc.start != crate::job::CdcStart::Auto;
     for f in pg::check::check(&target, &tables, resuming || explicit_start).await {

@@ -318,6 +318,7 @@ impl PgApplier {
             let enc = match typname.as_str() {
                 "bool" => Enc::Bool,
                 "bytea" => Enc::Bytea,
+                "geometry" => Enc::Geometry,
                 "bit" | "varbit" => Enc::Bit(
                     ty.trim_start_matches("bit(")
                         .trim_end_matches(')')
@@ -949,6 +950,10 @@ fn pg_literal(
             cast(out, &hex);
         }
         (Value::Bytes(b), Enc::Bit(n)) => cast(out, &crate::pg::types::bit_text(b, n)),
+        (Value::Bytes(b), Enc::Geometry) => match crate::pg::types::ewkb_hex(b) {
+            Some(hex) => cast(out, &hex),
+            None => return Err(format!("{} bytes that are not a geometry", b.len())),
+        },
         (Value::Bytes(b), Enc::Bool) => match b.as_slice() {
             b"0" => out.push_str("false"),
             b"1" => out.push_str("true"),

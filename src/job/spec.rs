@@ -160,13 +160,28 @@ fn glob_match(glob: &str, name: &str) -> bool {
 /// How MySQL values that PostgreSQL has no place for are carried: each is
 /// refused (the precheck or the load names it) or mapped as chosen, never
 /// truncated silently.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Mapping {
     pub tinyint1: Tinyint1,
     pub zero_dates: ZeroDates,
     pub nul_in_text: NulInText,
+    /// Not a job key: whether the target database has PostGIS (spatial
+    /// columns become `geometry`, else bytea), read from the target when
+    /// a run connects to it (`pg::conn::with_postgis`).
+    #[serde(skip)]
+    pub postgis: bool,
 }
+
+/// The job's choices; what the target offers (`postgis`) is not one.
+impl PartialEq for Mapping {
+    fn eq(&self, other: &Mapping) -> bool {
+        (self.tinyint1, self.zero_dates, self.nul_in_text)
+            == (other.tinyint1, other.zero_dates, other.nul_in_text)
+    }
+}
+
+impl Eq for Mapping {}
 
 /// `TINYINT(1)`, MySQL's BOOLEAN.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -356,6 +356,7 @@ impl Validator<'_> {
                     &[("refuse", NulInText::Refuse), ("strip", NulInText::Strip)],
                 )?
                 .unwrap_or(d.nul_in_text),
+            postgis: false,
         })
     }
 

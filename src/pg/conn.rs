@@ -11,7 +11,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::db::{self, DbError, Role};
-use crate::job::{Endpoint, Tls};
+use crate::job::{Endpoint, JobSpec, Tls};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,6 +84,29 @@ impl PgError {
 }
 
 /// Wraps a query error with what was being done.
+/// Whether PostGIS is installed in the session's database with its
+/// `geometry` type on the search path.
+pub async fn has_postgis(client: &Client) -> Result<bool, PgError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'postgis') \
+             AND to_regtype('geometry') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(query_err("looking for PostGIS"))?;
+    Ok(row.get(0))
+}
+
+/// `job` with what its target database offers filled into the mapping
+/// (PostGIS, for spatial columns).
+pub async fn with_postgis(job: &JobSpec, target: &PgConnector) -> Result<JobSpec, PgError> {
+    let client = target.connect().await?;
+    let mut job = job.clone();
+    job.mapping.postgis = has_postgis(&client).await?;
+    Ok(job)
+}
+
 pub fn query_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PgError {
     let context = context.into();
     move |source| PgError::Query { context, source }

@@ -624,12 +624,14 @@ impl Tr<'_> {
                 unique: true,
                 columns: u.columns.iter().map(index_part).collect(),
                 foreign: None,
+                gist: false,
             }),
             TableConstraint::Index(i) => Some(Index {
                 name: i.name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
                 unique: false,
                 columns: i.columns.iter().map(index_part).collect(),
                 foreign: None,
+                gist: false,
             }),
             TableConstraint::ForeignKey(fk) => {
                 let to = self.name(&fk.foreign_table)?;
@@ -651,6 +653,20 @@ impl Tr<'_> {
                         on_delete: action(fk.on_delete),
                         on_update: action(fk.on_update),
                     }),
+                    gist: false,
+                })
+            }
+            TableConstraint::FulltextOrSpatial(f) if !f.fulltext && self.mapping.postgis => {
+                Some(Index {
+                    name: f
+                        .opt_index_name
+                        .as_ref()
+                        .map(|n| n.value.clone())
+                        .unwrap_or_default(),
+                    unique: false,
+                    columns: f.columns.iter().map(index_part).collect(),
+                    foreign: None,
+                    gist: true,
                 })
             }
             TableConstraint::FulltextOrSpatial(_) => {
@@ -707,9 +723,10 @@ impl Tr<'_> {
             })
             .collect();
         self.push(format!(
-            "CREATE {}INDEX IF NOT EXISTS {} ON {t} ({})",
+            "CREATE {}INDEX IF NOT EXISTS {} ON {t} {}({})",
             if i.unique { "UNIQUE " } else { "" },
             ident(&pg_name(&format!("{}_{}", table.1, i.name))),
+            if i.gist { "USING gist " } else { "" },
             parts.join(", ")
         ));
     }
@@ -733,10 +750,13 @@ impl Tr<'_> {
     fn create_index(&mut self, c: CreateIndex) -> Result<(), String> {
         let table = self.name(&c.table_name)?;
         let name = c.name.as_ref().map(last).unwrap_or_default();
-        if c.using.as_ref().is_some_and(|u| {
-            let u = u.to_string().to_ascii_uppercase();
-            u.contains("FULLTEXT") || u.contains("SPATIAL")
-        }) {
+        let using = c
+            .using
+            .as_ref()
+            .map(|u| u.to_string().to_ascii_uppercase())
+            .unwrap_or_default();
+        let gist = using.contains("SPATIAL") && self.mapping.postgis;
+        if !gist && (using.contains("FULLTEXT") || using.contains("SPATIAL")) {
             self.note("FULLTEXT and SPATIAL indexes are not carried to PostgreSQL");
             return Ok(());
         }
@@ -747,6 +767,7 @@ impl Tr<'_> {
                 unique: c.unique,
                 columns: c.columns.iter().map(index_part).collect(),
                 foreign: None,
+                gist,
             },
         );
         Ok(())
@@ -775,6 +796,8 @@ struct Index {
     /// Columns and prefix lengths.
     columns: Vec<(String, Option<u64>)>,
     foreign: Option<Foreign>,
+    /// MySQL's SPATIAL index: GiST on PostGIS.
+    gist: bool,
 }
 
 impl Index {
@@ -784,6 +807,7 @@ impl Index {
             unique: true,
             columns: columns.iter().map(|c| (c.clone(), None)).collect(),
             foreign: None,
+            gist: false,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct PgIndex {
     pub unique: bool,
     /// Columns with their prefix length (`SUB_PART`), if any.
     pub columns: Vec<(String, Option<u32>)>,
+    /// A SPATIAL index on PostGIS: GiST.
+    pub gist: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,8 @@ impl PgTable {
                 .columns
                 .iter()
                 .map(|(c, prefix)| match (prefix, self.column(c)) {
+                    // MySQL shows a SUB_PART for SPATIAL indexes.
+                    _ if i.gist => ident(c),
                     (Some(n), Some(col)) if col.sql_type == "bytea" => {
                         format!("(substring({} from 1 for {n}))", ident(c))
                     }
@@ -100,9 +104,10 @@ impl PgTable {
                 })
                 .collect();
             out.push(format!(
-                "CREATE {}INDEX IF NOT EXISTS {} ON {t} ({})",
+                "CREATE {}INDEX IF NOT EXISTS {} ON {t} {}({})",
                 if i.unique { "UNIQUE " } else { "" },
                 ident(&pg_name(&format!("{}_{}", self.source.name, i.name))),
+                if i.gist { "USING gist " } else { "" },
                 cols.join(", ")
             ));
         }
@@ -388,7 +393,8 @@ pub async fn read(
                 if *table != t.name {
                     continue;
                 }
-                if kind == "FULLTEXT" || kind == "SPATIAL" {
+                let gist = kind == "SPATIAL" && job.mapping.postgis;
+                if kind == "FULLTEXT" || (kind == "SPATIAL" && !gist) {
                     let note = format!(
                         "{kind} index {index} not created (PostgreSQL has other kinds: GIN on \
                          to_tsvector, PostGIS's GiST)"
@@ -408,6 +414,7 @@ pub async fn read(
                         name: index.clone(),
                         unique: *non_unique == 0,
                         columns: Vec::new(),
+                        gist,
                     })
                     .columns
                     .push((column.clone(), *sub_part));

@@ -45,6 +45,9 @@ pub enum Enc {
     Interval,
     /// BIT(n): `n` binary digits.
     Bit(u32),
+    /// Spatial into PostGIS's `geometry`: hex EWKB (MySQL's 4-byte SRID
+    /// moved into the WKB header).
+    Geometry,
 }
 
 /// Something the translation does that a user must know, or cannot do.
@@ -132,11 +135,16 @@ pub fn translate(c: &SourceColumn, mapping: &Mapping) -> PgColumn {
         }
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" | "geomcollection" => {
-            notes.push(Note::Warn(format!(
-                "{}: {} becomes bytea (MySQL's bytes: a 4-byte SRID, then WKB)",
-                c.name, c.data_type
-            )));
-            ("bytea".into(), Enc::Bytea)
+            match geometry_type(&c.data_type) {
+                Some(ty) if mapping.postgis => (ty, Enc::Geometry),
+                _ => {
+                    notes.push(Note::Warn(format!(
+                        "{}: {} becomes bytea (MySQL's bytes: a 4-byte SRID, then WKB;                          CREATE EXTENSION postgis in the target database makes it geometry)",
+                        c.name, c.data_type
+                    )));
+                    ("bytea".into(), Enc::Bytea)
+                }
+            }
         }
         other => {
             notes.push(Note::Refuse(format!(
@@ -201,6 +209,63 @@ pub fn translate(c: &SourceColumn, mapping: &Mapping) -> PgColumn {
         enc,
         notes,
     }
+}
+
+/// PostGIS's type for a MySQL spatial type: `geometry` constrained to the
+/// kind, with any SRID (MySQL keeps one per value; MySQL 8's column SRID
+/// is not read).
+fn geometry_type(data_type: &str) -> Option<String> {
+    let kind = match data_type {
+        "geometry" => return Some("geometry".into()),
+        "point" => "Point",
+        "linestring" => "LineString",
+        "polygon" => "Polygon",
+        "multipoint" => "MultiPoint",
+        "multilinestring" => "MultiLineString",
+        "multipolygon" => "MultiPolygon",
+        "geometrycollection" | "geomcollection" => "GeometryCollection",
+        _ => return None,
+    };
+    Some(format!("geometry({kind})"))
+}
+
+/// MySQL's spatial bytes (a little-endian SRID, then WKB) as PostGIS's hex
+/// EWKB: the SRID flag set in the WKB type and the SRID after it, in the
+/// WKB's byte order (none for SRID 0, as PostGIS writes it). `None` for
+/// bytes too short to be a geometry.
+pub fn ewkb_hex(b: &[u8]) -> Option<String> {
+    const SRID_FLAG: u32 = 0x2000_0000;
+    let (srid, wkb) = b.split_first_chunk::<4>()?;
+    let srid = u32::from_le_bytes(*srid);
+    let (&order, rest) = wkb.split_first()?;
+    let (ty, body) = rest.split_first_chunk::<4>()?;
+    let little = match order {
+        1 => true,
+        0 => false,
+        _ => return None,
+    };
+    let word = |v: u32| {
+        if little {
+            v.to_le_bytes()
+        } else {
+            v.to_be_bytes()
+        }
+    };
+    let ty = if little {
+        u32::from_le_bytes(*ty)
+    } else {
+        u32::from_be_bytes(*ty)
+    };
+    let mut out = Vec::with_capacity(wkb.len() + 4);
+    out.push(order);
+    if srid == 0 {
+        out.extend_from_slice(&word(ty));
+    } else {
+        out.extend_from_slice(&word(ty | SRID_FLAG));
+        out.extend_from_slice(&word(srid));
+    }
+    out.extend_from_slice(body);
+    Some(hex(&out).to_ascii_uppercase())
 }
 
 /// A case-insensitive text column: equal in MySQL, distinct in PostgreSQL.
@@ -372,6 +437,10 @@ pub fn push_copy(buf: &mut Vec<u8>, v: &Value, enc: Enc, mapping: &Mapping) -> R
             }
         }
         (Value::Bytes(b), Enc::Bit(n)) => buf.extend_from_slice(bit_text(b, n).as_bytes()),
+        (Value::Bytes(b), Enc::Geometry) => match ewkb_hex(b) {
+            Some(hex) => buf.extend_from_slice(hex.as_bytes()),
+            None => return Err(Unfit(format!("{} bytes that are not a geometry", b.len()))),
+        },
         (Value::Bytes(b), Enc::Bool) => match b.as_slice() {
             b"0" => buf.push(b'f'),
             b"1" => buf.push(b't'),
@@ -553,6 +622,58 @@ mod tests {
             translate(&col("weird", "weird"), &Mapping::default()).notes[..],
             [Note::Refuse(_)]
         ));
+    }
+
+    #[test]
+    fn spatial_becomes_geometry_where_postgis_is() {
+        let postgis = Mapping {
+            postgis: true,
+            ..Mapping::default()
+        };
+        for (dt, want) in [
+            ("point", "geometry(Point)"),
+            ("geometry", "geometry"),
+            ("multipolygon", "geometry(MultiPolygon)"),
+            ("geomcollection", "geometry(GeometryCollection)"),
+        ] {
+            let c = translate(&col(dt, dt), &postgis);
+            assert_eq!((c.sql_type.as_str(), c.enc), (want, Enc::Geometry), "{dt}");
+            assert!(c.notes.is_empty(), "{dt}: {:?}", c.notes);
+        }
+        let bytea = translate(&col("point", "point"), &Mapping::default());
+        assert_eq!(bytea.enc, Enc::Bytea);
+        assert!(matches!(&bytea.notes[..], [Note::Warn(w)] if w.contains("CREATE EXTENSION")));
+    }
+
+    #[test]
+    fn mysql_spatial_bytes_become_ewkb() {
+        // POINT(1 2) with SRID 4326, as MySQL stores it.
+        let mut point = 4326u32.to_le_bytes().to_vec();
+        point.push(1);
+        point.extend_from_slice(&1u32.to_le_bytes());
+        point.extend_from_slice(&1f64.to_le_bytes());
+        point.extend_from_slice(&2f64.to_le_bytes());
+        assert_eq!(
+            ewkb_hex(&point).as_deref(),
+            Some("0101000020E6100000000000000000F03F0000000000000040")
+        );
+        // SRID 0: plain WKB, as PostGIS writes it.
+        point[..4].copy_from_slice(&[0; 4]);
+        assert_eq!(
+            ewkb_hex(&point).as_deref(),
+            Some("0101000000000000000000F03F0000000000000040")
+        );
+        // Big-endian WKB keeps its order, the SRID written in it.
+        let mut be = 3857u32.to_le_bytes().to_vec();
+        be.push(0);
+        be.extend_from_slice(&1u32.to_be_bytes());
+        be.extend_from_slice(&[0; 16]);
+        assert!(ewkb_hex(&be).is_some_and(|h| h.starts_with("002000000100000F11")));
+        assert_eq!(ewkb_hex(&[1, 0, 0]), None);
+        assert_eq!(ewkb_hex(&[0, 0, 0, 0, 7, 1, 0, 0, 0]), None);
+        let mut buf = Vec::new();
+        let m = Mapping::default();
+        assert!(push_copy(&mut buf, &Value::Bytes(vec![1, 2]), Enc::Geometry, &m).is_err());
     }
 
     #[test]

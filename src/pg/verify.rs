@@ -390,6 +390,14 @@ fn canonical(s: &str, c: &PgColumn) -> String {
             .unwrap_or_else(|_| s.to_string()),
         Enc::Text if c.sql_type.starts_with("character(") => s.trim_end_matches(' ').to_string(),
         Enc::Bytea => s.trim_start_matches("\\x").to_string(),
+        // PostGIS shows hex EWKB; a column left bytea (PostGIS installed
+        // after the load) holds MySQL's bytes.
+        Enc::Geometry => match s.strip_prefix("\\x") {
+            Some(h) => unhex(h)
+                .and_then(|b| super::types::ewkb_hex(&b))
+                .unwrap_or_else(|| s.to_string()),
+            None => s.to_ascii_uppercase(),
+        },
         Enc::Bool => match s {
             "true" => "t".into(),
             "false" => "f".into(),
@@ -397,6 +405,13 @@ fn canonical(s: &str, c: &PgColumn) -> String {
         },
         _ => s.to_string(),
     }
+}
+
+fn unhex(h: &str) -> Option<Vec<u8>> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| h.get(i..i + 2).and_then(|x| u8::from_str_radix(x, 16).ok()))
+        .collect()
 }
 
 fn sorted(j: &serde_json::Value) -> serde_json::Value {

@@ -218,6 +218,7 @@ async fn run_stages(
             Some(c) => c,
             None => Catalog::read(job, source).await.map_err(SchemaError::Db)?,
         };
+        let job = &crate::pg::conn::with_postgis(job, &crate::pg::PgConnector::new(target)).await?;
         let stages = super::postgresql::IntoPostgresql {
             store,
             job,

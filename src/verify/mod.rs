@@ -207,12 +207,15 @@ impl Verifier {
         let tables = select(&catalog.tables, &opts.tables)?;
         if let Some(t) = self.postgresql() {
             catalog.tables = tables.into_iter().cloned().collect();
-            let pg_tables = crate::pg::schema::read(&self.job, &self.source, &catalog).await?;
             let target = crate::pg::PgConnector::new(t);
+            let job = crate::pg::conn::with_postgis(&self.job, &target)
+                .await
+                .map_err(|e| VerifyError::Postgresql(e.to_string()))?;
+            let pg_tables = crate::pg::schema::read(&job, &self.source, &catalog).await?;
             let checksum = opts.level != VerifyLevel::Count;
             let say = |s: String| self.say(s);
             let results = crate::pg::verify::tables(
-                &self.job,
+                &job,
                 &self.source,
                 &target,
                 &pg_tables,

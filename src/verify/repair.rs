@@ -137,8 +137,12 @@ impl Verifier {
                 .iter()
                 .any(|r| r.table == t.id() && !r.diffs.is_empty())
         });
-        let tables = crate::pg::schema::read(&self.job, &self.source, &catalog).await?;
-        let plan = crate::pg::verify::repair_plan(&self.job, &self.source, &tables, &run.tables)
+        let pg = crate::pg::PgConnector::new(target);
+        let job = crate::pg::conn::with_postgis(&self.job, &pg)
+            .await
+            .map_err(|e| VerifyError::Postgresql(e.to_string()))?;
+        let tables = crate::pg::schema::read(&job, &self.source, &catalog).await?;
+        let plan = crate::pg::verify::repair_plan(&job, &self.source, &tables, &run.tables)
             .await
             .map_err(pg_err)?;
         let plans: Vec<(usize, String, Vec<Vec<u8>>)> = plan
@@ -157,7 +161,6 @@ impl Verifier {
         write_file(file, &self.job.name, session, &plans)?;
         let mut still = 0;
         if apply {
-            let pg = crate::pg::PgConnector::new(target);
             let client = pg
                 .connect()
                 .await
@@ -172,7 +175,7 @@ impl Verifier {
                 })?;
             }
             let results = crate::pg::verify::tables(
-                &self.job,
+                &job,
                 &self.source,
                 &pg,
                 &tables,

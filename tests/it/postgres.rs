@@ -969,13 +969,46 @@ fn sysbench_sync_into_postgresql_with_ddl_and_kill_9() {
         );
         (mysql, postgres)
     };
+    // On a timeout, the rows that differ, by key, on both sides.
+    let differing = |t: &str| {
+        let rows = |text: String| -> std::collections::BTreeMap<String, String> {
+            text.lines()
+                .filter_map(|l| {
+                    let (id, rest) = l.split_once(['\t', '|'])?;
+                    Some((id.to_string(), rest.to_string()))
+                })
+                .collect()
+        };
+        let m = rows(source.sql(&format!(
+            "SELECT id, CONCAT_WS('|', k, c, pad) FROM pgb_src.{t} ORDER BY id"
+        )));
+        let p = rows(pg.sql(
+            "pgb",
+            &format!("SELECT id, concat_ws('|', k, c, pad) FROM pgb.{t} ORDER BY id"),
+        ));
+        let keys: std::collections::BTreeSet<_> = m.keys().chain(p.keys()).collect();
+        let diff: Vec<String> = keys
+            .into_iter()
+            .filter(|k| m.get(*k) != p.get(*k))
+            .take(10)
+            .map(|k| format!("{t} id {k}: source {:?}, target {:?}", m.get(k), p.get(k)))
+            .collect();
+        diff.join("\n")
+    };
     sync.explain(&state, || {
-        wait_until(Duration::from_secs(120), "the target converges", || {
-            ["sbtest1", "sbtest2"].iter().all(|t| {
-                let (m, p) = digest(t);
-                p.is_ok_and(|p| p == m)
-            })
-        })
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !["sbtest1", "sbtest2"].iter().all(|t| {
+            let (m, p) = digest(t);
+            p.is_ok_and(|p| p == m)
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the target did not converge in 120 s:\n{}\n{}",
+                differing("sbtest1"),
+                differing("sbtest2")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     });
     assert_eq!(
         pg.sql("pgb", "SELECT count(*) FROM pgb.sbtest1 WHERE note = 'x'"),
@@ -983,4 +1016,156 @@ fn sysbench_sync_into_postgresql_with_ddl_and_kill_9() {
     );
     let out = sync.stop();
     assert!(out.contains("pg-sysbench"), "{out}");
+}
+
+/// Spatial columns into a database with PostGIS: `geometry` of the kind,
+/// each value's SRID kept, SPATIAL indexes as GiST, through the load, the
+/// CDC (keyed and keyless rows, a table created with a SPATIAL index) and
+/// the verification, which finds a changed geometry.
+#[test]
+fn spatial_into_postgis_through_load_cdc_and_verify() {
+    let (source, _) = shared();
+    let pg = shared_pg();
+    source.sql(
+        "DROP DATABASE IF EXISTS pgg_src; CREATE DATABASE pgg_src; USE pgg_src;
+         CREATE TABLE geo (id INT PRIMARY KEY, v INT, pt POINT NOT NULL, g GEOMETRY NULL,
+           poly POLYGON NULL, mp MULTIPOLYGON NULL, gc GEOMETRYCOLLECTION NULL,
+           SPATIAL INDEX sp_pt (pt));
+         INSERT INTO geo SELECT seq, seq,
+           ST_GeomFromText(CONCAT('POINT(', seq * 0.1, ' ', -seq / 7, ')'), IF(seq % 2, 4326, 0)),
+           IF(seq % 5 = 0, NULL, ST_GeomFromText(CONCAT('LINESTRING(0 0,', seq, ' 1.5)'), 3857)),
+           ST_GeomFromText(CONCAT('POLYGON((0 0,', seq, ' 0,', seq, ' ', seq, ',0 0))')),
+           ST_GeomFromText('MULTIPOLYGON(((0 0,1 0,1 1,0 0)),((5 5,6 5,6 6,5 5)))', 4326),
+           ST_GeomFromText('GEOMETRYCOLLECTION(POINT(1 1),LINESTRING(0 0,1 1))')
+         FROM seq_1_to_300;
+         CREATE TABLE trail (g GEOMETRY, note VARCHAR(10));
+         INSERT INTO trail SELECT ST_GeomFromText('POINT(3 4)', 4326), 'dup' FROM seq_1_to_3;",
+    );
+    pg.database("pgg");
+    pg.sql("pgg", "CREATE EXTENSION postgis");
+    let tmp = temp_dir("pg-geo");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &pg_job("pg-geo", "pgg_src", "pgg", "pgg", "", "[cdc]\nthreads = 2")
+            .replace("mode = \"full\"", "mode = \"sync\"")
+            .replace(
+                "password_env = \"FERRY_SRC_PASSWORD\"",
+                "password_env = \"FERRY_SRC_PASSWORD\"\nserver_id = 5303",
+            ),
+    );
+    let check = run(ferry(&state).arg("check").arg(&job));
+    assert!(
+        !text(&check).contains("becomes bytea"),
+        "PostGIS is there: {}",
+        text(&check)
+    );
+    let mut sync = SyncRun::start(&state, &job);
+    sync.wait_streaming();
+    source.sql(
+        "USE pgg_src;
+         INSERT INTO geo VALUES (1000, 1, ST_GeomFromText('POINT(1.25 -2.5)', 4326),
+           ST_GeomFromText('POLYGON((0 0,2 0,2 2,0 0))', 2154), NULL, NULL,
+           ST_GeomFromText('GEOMETRYCOLLECTION(POINT(7 7))'));
+         UPDATE geo SET pt = ST_GeomFromText('POINT(9 9)', 4326), v = v + 1 WHERE id <= 20;
+         UPDATE geo SET g = NULL WHERE id BETWEEN 21 AND 30;
+         UPDATE geo SET v = -v WHERE id BETWEEN 31 AND 40;
+         DELETE FROM geo WHERE id BETWEEN 41 AND 45;
+         INSERT INTO trail VALUES (ST_GeomFromText('LINESTRING(1 1,2 2)'), 'new');
+         DELETE FROM trail WHERE note = 'dup' LIMIT 1;
+         UPDATE trail SET g = ST_GeomFromText('POINT(5 5)', 4326) WHERE note = 'new';
+         CREATE TABLE zones (id INT PRIMARY KEY, area POLYGON NOT NULL, SPATIAL INDEX sa (area));
+         INSERT INTO zones VALUES (1, ST_GeomFromText('POLYGON((0 0,3 0,3 3,0 0))', 4326));",
+    );
+    // Each geometry as WKB in little-endian order, with its SRID.
+    let digest = |table: &str, cols: &[&str], order: &str| {
+        let m: Vec<String> = cols
+            .iter()
+            .map(|c| format!("IFNULL(CONCAT(HEX(ST_AsBinary({c})), '@', ST_SRID({c})), '-')"))
+            .collect();
+        let p: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                format!(
+                    "coalesce(upper(encode(ST_AsBinary({c}, 'NDR'), 'hex')) || '@' || \
+                     ST_SRID({c}), '-')"
+                )
+            })
+            .collect();
+        let mysql = source.sql(&format!(
+            "SELECT CONCAT_WS('|', {}) FROM pgg_src.{table} ORDER BY {order}",
+            m.join(", ")
+        ));
+        let postgres = pg.try_sql(
+            "pgg",
+            &format!(
+                "SELECT concat_ws('|', {}) FROM pgg.{table} ORDER BY {order}",
+                p.join(", ")
+            ),
+        );
+        (mysql, postgres)
+    };
+    let same = |table: &str, cols: &[&str], order: &str| {
+        let (m, p) = digest(table, cols, order);
+        p.is_ok_and(|p| p == m)
+    };
+    sync.explain(&state, || {
+        wait_until(Duration::from_secs(60), "the geometries arrive", || {
+            same("geo", &["pt", "g", "poly", "mp", "gc"], "id")
+                && same("trail", &["g"], "note, 1")
+                && same("zones", &["area"], "id")
+        })
+    });
+    assert_eq!(
+        pg.sql(
+            "pgg",
+            "SELECT string_agg(v::text, ',' ORDER BY id) FROM pgg.geo"
+        ),
+        source.sql("SELECT GROUP_CONCAT(v ORDER BY id) FROM pgg_src.geo")
+    );
+    let types = pg_types(pg, "pgg", "pgg", "geo");
+    for (c, want) in [
+        ("pt", "geometry(Point)"),
+        ("g", "geometry"),
+        ("poly", "geometry(Polygon)"),
+        ("mp", "geometry(MultiPolygon)"),
+        ("gc", "geometry(GeometryCollection)"),
+    ] {
+        assert!(
+            types.contains(&(c.to_string(), want.to_string())),
+            "{c}: {types:?}"
+        );
+    }
+    assert_eq!(
+        pg_types(pg, "pgg", "pgg", "zones"),
+        [
+            ("id".to_string(), "integer".to_string()),
+            ("area".to_string(), "geometry(Polygon)".to_string())
+        ]
+    );
+    let gist = pg.sql(
+        "pgg",
+        "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_indexes \
+         WHERE schemaname = 'pgg' AND indexdef LIKE '%USING gist%'",
+    );
+    assert_eq!(gist, "geo,zones");
+    sync.stop();
+
+    let out = run(ferry(&state).args(["verify", "pg-geo", "--checksum", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    pg.sql(
+        "pgg",
+        "UPDATE pgg.geo SET pt = ST_SetSRID(ST_MakePoint(9, 9), 0) WHERE id = 3",
+    );
+    let out = run(ferry(&state).args(["verify", "pg-geo", "--checksum", "--json"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let geo = found["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| t["table"] == "pgg_src.geo")
+        .expect("geo")
+        .to_string();
+    assert!(geo.contains("different") && geo.contains("\"pt\""), "{geo}");
 }
