@@ -1147,9 +1147,13 @@ impl Target for PgApplier {
             lane.txn_savepoint = false;
             sent = true;
         }
-        if sent {
+        if sent || self.busy() {
+            // Committed once every batch in flight has (a group with no
+            // rows for the target must not checkpoint past one that is
+            // still running: a crash would lose it).
             self.dispatched = Some(end);
         } else {
+            self.dispatched = None;
             self.committed = Some(end);
         }
         Ok(())

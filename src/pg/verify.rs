@@ -10,16 +10,20 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures_util::{pin_mut, TryStreamExt};
 use mysql_async::prelude::*;
 use mysql_async::Value;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::db::{qualified, quote_ident, Connector};
 use crate::job::{JobSpec, Mapping};
-use crate::model::{DiffClass, KeyValue, VerifyDiff, VerifyTable};
+use crate::model::{BinlogPos, DiffClass, KeyValue, VerifyDiff, VerifyTable};
+use crate::source::position;
 
 use super::conn::{query_err, PgConnector};
 use super::load::LoadError;
@@ -29,13 +33,14 @@ use super::types::{push_copy, Enc, PgColumn};
 /// Buckets a table's rows are digested in.
 const BUCKETS: usize = 256;
 
-/// Counts, or counts and digests (`checksum`), of each table.
+/// Counts, or counts and digests (`checksum`), of each table; online
+/// (`Some`) while the job's CDC runs.
 pub async fn tables(
     job: &JobSpec,
     source: &Connector,
     target: &PgConnector,
     tables: &[PgTable],
-    checksum: bool,
+    (checksum, online): (bool, Option<&Online<'_>>),
     cancel: &CancellationToken,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<Vec<VerifyTable>, LoadError> {
@@ -67,21 +72,22 @@ pub async fn tables(
             duration_ms: 0,
         };
         if checksum {
-            compare(job, &mut src, source, &dst, t, &mut v).await?;
-        } else {
-            let n: Option<u64> = src
-                .query_first(format!(
-                    "SELECT COUNT(*) FROM {}",
-                    qualified(&t.source.db, &t.source.name)
-                ))
-                .await
-                .map_err(source.query_err("counting rows"))?;
-            v.source_rows = n.unwrap_or(0);
-            let row = dst
-                .query_one(&format!("SELECT COUNT(*) FROM {}", t.qualified()), &[])
-                .await
-                .map_err(query_err(format!("counting {}", t.qualified())))?;
-            v.target_rows = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+            let sides = Sides {
+                job,
+                source,
+                dst: &dst,
+                t,
+                key_at: key_positions(t),
+                online,
+                cancel,
+            };
+            compare(&sides, &mut src, &mut v).await?;
+        }
+        if !checksum || online.is_some() {
+            // Online, rows come and go during the scans: the counts are
+            // those of a count of their own (rechecked as in count mode).
+            (v.source_rows, v.target_rows) =
+                counts(&mut src, source, &dst, t, online, cancel).await?;
         }
         v.duration_ms = started.elapsed().as_millis() as u64;
         out.push(v);
@@ -111,10 +117,14 @@ impl Row {
     }
 
     fn bucket(&self) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.key.hash(&mut h);
-        (h.finish() as usize) % BUCKETS
+        bucket_of(&self.key)
     }
+}
+
+fn bucket_of(key: &str) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % BUCKETS
 }
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -123,94 +133,295 @@ struct Digest {
     sum: u64,
 }
 
-async fn compare(
-    job: &JobSpec,
+/// Both sides' row counts; online, a difference is counted again after the
+/// CDC caught up.
+async fn counts(
     src: &mut mysql_async::Conn,
     source: &Connector,
     dst: &tokio_postgres::Client,
     t: &PgTable,
+    online: Option<&Online<'_>>,
+    cancel: &CancellationToken,
+) -> Result<(u64, u64), LoadError> {
+    let mut counted = (0, 0);
+    for _ in 0..=online.map_or(0, |o| o.rounds) {
+        let n: Option<u64> = src
+            .query_first(format!(
+                "SELECT COUNT(*) FROM {}",
+                qualified(&t.source.db, &t.source.name)
+            ))
+            .await
+            .map_err(source.query_err("counting rows"))?;
+        if let Some(o) = online {
+            o.catch_up(src, source, cancel).await?;
+        }
+        let row = dst
+            .query_one(&format!("SELECT COUNT(*) FROM {}", t.qualified()), &[])
+            .await
+            .map_err(query_err(format!("counting {}", t.qualified())))?;
+        counted = (
+            n.unwrap_or(0),
+            u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+        );
+        if counted.0 == counted.1 {
+            break;
+        }
+    }
+    Ok(counted)
+}
+
+/// A verification while the job's CDC runs: a difference is read again
+/// (the source first, then the target once the CDC has applied past the
+/// source's head) before it counts.
+pub struct Online<'a> {
+    pub applied: &'a watch::Receiver<Option<BinlogPos>>,
+    /// Set when a recheck gave up waiting for the CDC.
+    pub lag_note: &'a Mutex<Option<String>>,
+    /// Rechecks of differing buckets, then of differing rows.
+    pub rounds: usize,
+    /// How long a recheck waits for the CDC.
+    pub wait: Duration,
+}
+
+impl Online<'_> {
+    async fn catch_up(
+        &self,
+        src: &mut mysql_async::Conn,
+        source: &Connector,
+        cancel: &CancellationToken,
+    ) -> Result<(), LoadError> {
+        tokio::select! {
+            r = position::wait_applied(src, source, self.applied, self.wait) => {
+                if let Some(head) = r? {
+                    let note = position::not_applied_note(&head, self.wait);
+                    warn!("{note}");
+                    *self.lag_note.lock().unwrap_or_else(|p| p.into_inner()) = Some(note);
+                }
+                Ok(())
+            }
+            _ = cancel.cancelled() => Err(LoadError::Cancelled),
+        }
+    }
+}
+
+/// What one table is compared with.
+struct Sides<'a> {
+    job: &'a JobSpec,
+    source: &'a Connector,
+    dst: &'a tokio_postgres::Client,
+    t: &'a PgTable,
+    key_at: Vec<usize>,
+    online: Option<&'a Online<'a>>,
+    cancel: &'a CancellationToken,
+}
+
+/// Rows by key: canonical columns and copies.
+type Rows = HashMap<String, (Vec<String>, u64)>;
+
+impl Sides<'_> {
+    /// Both sides' digests of the buckets `wanted` marks.
+    async fn digests(
+        &self,
+        src: &mut mysql_async::Conn,
+        wanted: &[bool],
+    ) -> Result<([Digest; BUCKETS], [Digest; BUCKETS]), LoadError> {
+        let mut a = [Digest::default(); BUCKETS];
+        let mut b = [Digest::default(); BUCKETS];
+        let (t, mapping, key_at) = (self.t, &self.job.mapping, &self.key_at);
+        scan_source(src, self.source, t, &mut |values| {
+            let r = source_row(&values, t, mapping, key_at);
+            if wanted.get(r.bucket()).copied().unwrap_or(false) {
+                add(&mut a, &r);
+            }
+            true
+        })
+        .await?;
+        if let Some(o) = self.online {
+            o.catch_up(src, self.source, self.cancel).await?;
+        }
+        scan_target(self.dst, t, key_at, &mut |r| {
+            if wanted.get(r.bucket()).copied().unwrap_or(false) {
+                add(&mut b, &r);
+            }
+            true
+        })
+        .await?;
+        Ok((a, b))
+    }
+
+    /// The source's rows of the buckets `wanted` marks, by key (a keyless
+    /// table's key is the whole row: copies are counted).
+    async fn source_rows(
+        &self,
+        src: &mut mysql_async::Conn,
+        wanted: &[bool],
+    ) -> Result<Rows, LoadError> {
+        let (t, mapping, key_at) = (self.t, &self.job.mapping, &self.key_at);
+        let mut rows = Rows::new();
+        scan_source(src, self.source, t, &mut |values| {
+            let r = source_row(&values, t, mapping, key_at);
+            if wanted.get(r.bucket()).copied().unwrap_or(false) {
+                rows.entry(r.key).or_insert((r.columns, 0)).1 += 1;
+            }
+            true
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    async fn target_rows(&self, wanted: &[bool]) -> Result<Rows, LoadError> {
+        let mut rows = Rows::new();
+        scan_target(self.dst, self.t, &self.key_at, &mut |r| {
+            if wanted.get(r.bucket()).copied().unwrap_or(false) {
+                rows.entry(r.key).or_insert((r.columns, 0)).1 += 1;
+            }
+            true
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    /// The rows of the buckets `wanted` marks that differ. Online, the
+    /// target is read once the CDC caught up with the source's first read,
+    /// and a row counts only if the target holds neither the source's row
+    /// as first read nor as read again after: a row that changed between
+    /// the reads is not a difference.
+    async fn differing_rows(
+        &self,
+        src: &mut mysql_async::Conn,
+        wanted: &[bool],
+    ) -> Result<HashMap<String, VerifyDiff>, LoadError> {
+        let ours = self.source_rows(src, wanted).await?;
+        if let Some(o) = self.online {
+            o.catch_up(src, self.source, self.cancel).await?;
+        }
+        let theirs = self.target_rows(wanted).await?;
+        let mut found = self.differences(&ours, &theirs);
+        if self.online.is_some() && !found.is_empty() {
+            let after = self.source_rows(src, wanted).await?;
+            let still = self.differences(&after, &theirs);
+            found.retain(|k, _| still.contains_key(k));
+        }
+        Ok(found)
+    }
+
+    /// The rows that differ, by key.
+    fn differences(&self, ours: &Rows, theirs: &Rows) -> HashMap<String, VerifyDiff> {
+        let key_at = &self.key_at;
+        let mut out = HashMap::new();
+        for (key, (cols, n)) in ours {
+            let d = match theirs.get(key) {
+                None => Some(diff(
+                    self.t,
+                    key_at,
+                    cols,
+                    DiffClass::Missing,
+                    *n,
+                    Vec::new(),
+                )),
+                Some((tcols, tn)) => {
+                    let changed: Vec<String> = cols
+                        .iter()
+                        .zip(tcols)
+                        .zip(&self.t.columns)
+                        .filter(|((x, y), _)| x != y)
+                        .map(|(_, c)| c.name.clone())
+                        .collect();
+                    if !changed.is_empty() {
+                        Some(diff(self.t, key_at, cols, DiffClass::Different, 1, changed))
+                    } else if n > tn {
+                        Some(diff(
+                            self.t,
+                            key_at,
+                            cols,
+                            DiffClass::Missing,
+                            n - tn,
+                            Vec::new(),
+                        ))
+                    } else if tn > n {
+                        Some(diff(
+                            self.t,
+                            key_at,
+                            cols,
+                            DiffClass::Extra,
+                            tn - n,
+                            Vec::new(),
+                        ))
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(d) = d {
+                out.insert(key.clone(), d);
+            }
+        }
+        for (key, (cols, n)) in theirs {
+            if !ours.contains_key(key) {
+                out.insert(
+                    key.clone(),
+                    diff(self.t, key_at, cols, DiffClass::Extra, *n, Vec::new()),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Digests of every bucket; online, differing buckets are read again (each
+/// bucket's counts are those of its last read); the rows of those still
+/// differing are compared, and online only rows differing every time are
+/// reported.
+async fn compare(
+    sides: &Sides<'_>,
+    src: &mut mysql_async::Conn,
     v: &mut VerifyTable,
 ) -> Result<(), LoadError> {
-    let key_at = key_positions(t);
-    let mut a = [Digest::default(); BUCKETS];
-    let mut b = [Digest::default(); BUCKETS];
-    scan_source(src, source, t, &mut |values| {
-        add(&mut a, &source_row(&values, t, &job.mapping, &key_at));
-        true
-    })
-    .await?;
-    scan_target(dst, t, &key_at, &mut |r| {
-        add(&mut b, &r);
-        true
-    })
-    .await?;
+    let rounds = sides.online.map_or(0, |o| o.rounds);
+    let (mut a, mut b) = sides.digests(src, &[true; BUCKETS]).await?;
+    let mut differing: Vec<bool> = a.iter().zip(&b).map(|(x, y)| x != y).collect();
+    for _ in 0..rounds {
+        if !differing.contains(&true) {
+            break;
+        }
+        let (a2, b2) = sides.digests(src, &differing).await?;
+        let again = a.iter_mut().zip(b.iter_mut()).zip(a2.iter().zip(&b2));
+        for (d, ((x, y), (x2, y2))) in differing.iter_mut().zip(again) {
+            if *d {
+                (*x, *y) = (*x2, *y2);
+                *d = x != y;
+            }
+        }
+    }
     v.source_rows = a.iter().map(|d| d.rows).sum();
     v.target_rows = b.iter().map(|d| d.rows).sum();
     v.chunks = BUCKETS as u64;
-    let differing: Vec<bool> = a.iter().zip(&b).map(|(x, y)| x != y).collect();
     v.chunks_differing = differing.iter().filter(|d| **d).count() as u64;
     if v.chunks_differing == 0 {
         return Ok(());
     }
-    // The rows of the differing buckets, by key (a keyless table's key is
-    // the whole row: copies are counted).
-    let mut theirs: HashMap<String, (Vec<String>, u64)> = HashMap::new();
-    scan_target(dst, t, &key_at, &mut |r| {
-        if differing.get(r.bucket()).copied().unwrap_or(false) {
-            let e = theirs.entry(r.key).or_insert((r.columns, 0));
-            e.1 += 1;
+    let mut found = sides.differing_rows(src, &differing).await?;
+    for _ in 0..rounds {
+        if found.is_empty() {
+            break;
         }
-        true
-    })
-    .await?;
-    let max = job.verify.max_diffs;
-    let mut diffs = Vec::new();
-    let mut truncated = false;
-    let mut push = |d: VerifyDiff| {
-        if diffs.len() < max {
-            diffs.push(d);
-        } else {
-            truncated = true;
-        }
-    };
-    let mut ours: HashMap<String, (Vec<String>, u64)> = HashMap::new();
-    scan_source(src, source, t, &mut |values| {
-        let r = source_row(&values, t, &job.mapping, &key_at);
-        if differing.get(r.bucket()).copied().unwrap_or(false) {
-            let e = ours.entry(r.key).or_insert((r.columns, 0));
-            e.1 += 1;
-        }
-        true
-    })
-    .await?;
-    for (key, (cols, n)) in &ours {
-        match theirs.get(key) {
-            None => push(diff(&key_at, cols, DiffClass::Missing, *n, Vec::new())),
-            Some((tcols, tn)) => {
-                let changed: Vec<String> = cols
-                    .iter()
-                    .zip(tcols)
-                    .zip(&t.columns)
-                    .filter(|((x, y), _)| x != y)
-                    .map(|(_, c)| c.name.clone())
-                    .collect();
-                if !changed.is_empty() {
-                    push(diff(&key_at, cols, DiffClass::Different, 1, changed));
-                } else if n > tn {
-                    push(diff(&key_at, cols, DiffClass::Missing, n - tn, Vec::new()));
-                } else if tn > n {
-                    push(diff(&key_at, cols, DiffClass::Extra, tn - n, Vec::new()));
-                }
-            }
-        }
+        let again = sides.differing_rows(src, &differing).await?;
+        found = again
+            .into_iter()
+            .filter(|(k, _)| found.contains_key(k))
+            .collect();
     }
-    for (key, (cols, n)) in &theirs {
-        if !ours.contains_key(key) {
-            push(diff(&key_at, cols, DiffClass::Extra, *n, Vec::new()));
-        }
+    if sides.online.is_some() {
+        // Buckets whose rows all moved while read are not differing.
+        let buckets: std::collections::HashSet<usize> =
+            found.keys().map(|k| bucket_of(k)).collect();
+        v.chunks_differing = buckets.len() as u64;
     }
-    v.diffs = diffs;
-    v.truncated = truncated;
+    let mut found: Vec<(String, VerifyDiff)> = found.into_iter().collect();
+    found.sort_by(|x, y| x.0.cmp(&y.0));
+    let max = sides.job.verify.max_diffs;
+    v.truncated = found.len() > max;
+    v.diffs = found.into_iter().take(max).map(|(_, d)| d).collect();
     Ok(())
 }
 
@@ -222,18 +433,27 @@ fn add(d: &mut [Digest; BUCKETS], r: &Row) {
 }
 
 fn diff(
+    t: &PgTable,
     key_at: &[usize],
     cols: &[String],
     class: DiffClass,
     copies: u64,
     columns: Vec<String>,
 ) -> VerifyDiff {
+    let number = |i: usize| t.columns.get(i).is_some_and(|c| c.enc == Enc::Number);
     VerifyDiff {
         class,
         key: key_at
             .iter()
-            .map(|i| match cols.get(*i).map(String::as_str) {
+            .map(|&i| match cols.get(i).map(String::as_str) {
                 None | Some("\\N") => KeyValue::Null,
+                // Integers shown as integers, as for a MySQL target.
+                Some(s) if number(i) && s.parse::<i64>().is_ok() => {
+                    KeyValue::Int(s.parse().unwrap_or_default())
+                }
+                Some(s) if number(i) && s.parse::<u64>().is_ok() => {
+                    KeyValue::UInt(s.parse().unwrap_or_default())
+                }
                 Some(s) => KeyValue::Bytes(s.as_bytes().to_vec()),
             })
             .collect(),
@@ -583,15 +803,18 @@ pub async fn repair_plan(
 
 /// A differing row's key as [`compare`] built it.
 fn diff_key(d: &VerifyDiff) -> String {
-    let parts: Vec<String> = d
-        .key
-        .iter()
-        .map(|k| match k {
-            KeyValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-            _ => "\\N".into(),
-        })
-        .collect();
+    let parts: Vec<String> = d.key.iter().map(key_text).collect();
     parts.join("\u{1f}")
+}
+
+/// A key value as the canonical text it was made from.
+fn key_text(k: &KeyValue) -> String {
+    match k {
+        KeyValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        KeyValue::Int(i) => i.to_string(),
+        KeyValue::UInt(u) => u.to_string(),
+        _ => "\\N".into(),
+    }
 }
 
 /// `key = value AND ...` on PostgreSQL, each column compared through the
@@ -603,10 +826,7 @@ fn key_condition(t: &PgTable, key_at: &[usize], d: &VerifyDiff) -> String {
         .filter_map(|(i, k)| t.columns.get(*i).map(|c| (c, k)))
         .map(|(c, k)| {
             let col = super::types::ident(&c.name);
-            let text = match k {
-                KeyValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-                _ => "\\N".into(),
-            };
+            let text = key_text(k);
             if text == "\\N" {
                 return format!("{col} IS NULL");
             }

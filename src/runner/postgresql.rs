@@ -22,7 +22,7 @@ use crate::state::Store;
 
 use super::cutover::{announce_cutover, equal_counts};
 use super::job::{lock, JobControl, JobError};
-use super::verifying::verify_after_full;
+use super::verifying::{verify_after_full, verify_schedule};
 
 /// What the stages work with.
 pub(super) struct IntoPostgresql<'a> {
@@ -117,15 +117,20 @@ impl IntoPostgresql<'_> {
         control
             .observer
             .say(&job.name, "streaming changes (SIGINT/SIGTERM stops)");
-        let result = cdc::run_postgresql(
-            job,
-            self.source,
-            target,
-            store,
-            self.cancel.child_token(),
-            control.live(),
-        )
-        .await;
+        // `[verify] after_full` once the load is behind, then every
+        // `[verify] every`, online, while the changes stream.
+        let loaded_here = job.cdc.start == CdcStart::Auto;
+        let result = tokio::select! {
+            r = cdc::run_postgresql(
+                job,
+                self.source,
+                target,
+                store,
+                self.cancel.child_token(),
+                control.live(),
+            ) => r,
+            never = verify_schedule(store, job, control, loaded_here, self.cancel) => match never {},
+        };
         control.caught_up.send_replace(None);
         result?;
         // CDC only returns when a cutover's position has been applied.
@@ -142,7 +147,7 @@ impl IntoPostgresql<'_> {
             self.source,
             target,
             &tables,
-            false,
+            (false, None),
             self.cancel,
             &|_| {},
         )

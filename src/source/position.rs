@@ -2,9 +2,39 @@
 
 use mysql_async::prelude::*;
 use mysql_async::Conn;
+use std::time::Duration;
+use tokio::sync::watch;
 
 use crate::db::{Connector, DbError};
 use crate::model::BinlogPos;
+
+/// Waits until `applied` (a CDC's applied position) reaches the source's
+/// head as of now, at most `within`. Returns the head when it did not.
+pub async fn wait_applied(
+    conn: &mut Conn,
+    source: &Connector,
+    applied: &watch::Receiver<Option<BinlogPos>>,
+    within: Duration,
+) -> Result<Option<BinlogPos>, DbError> {
+    let (head, _) = head(conn, source).await?;
+    let mut rx = applied.clone();
+    let reached = tokio::time::timeout(
+        within,
+        rx.wait_for(|c| c.as_ref().is_some_and(|c| *c >= head)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    Ok((!reached).then_some(head))
+}
+
+/// What a verification notes when [`wait_applied`] gave up.
+pub fn not_applied_note(head: &BinlogPos, within: Duration) -> String {
+    format!(
+        "the CDC did not apply up to {head} within {}s; differences may be changes not yet \
+         applied",
+        within.as_secs()
+    )
+}
 
 /// The source's current binlog end and its GTID position.
 pub async fn head(conn: &mut Conn, source: &Connector) -> Result<(BinlogPos, String), DbError> {

@@ -214,18 +214,31 @@ impl Verifier {
             let pg_tables = crate::pg::schema::read(&job, &self.source, &catalog).await?;
             let checksum = opts.level != VerifyLevel::Count;
             let say = |s: String| self.say(s);
+            let online = self
+                .caught_up
+                .as_ref()
+                .map(|applied| crate::pg::verify::Online {
+                    applied,
+                    lag_note: &self.lag_note,
+                    rounds: ROUNDS,
+                    wait: CATCH_UP_WAIT,
+                });
             let results = crate::pg::verify::tables(
                 &job,
                 &self.source,
                 &target,
                 &pg_tables,
-                checksum,
+                (checksum, online.as_ref()),
                 &self.cancel,
                 &say,
             )
             .await
-            .map_err(|e| VerifyError::Postgresql(e.to_string()))?;
+            .map_err(|e| match e {
+                crate::pg::load::LoadError::Cancelled => VerifyError::Cancelled,
+                e => VerifyError::Postgresql(e.to_string()),
+            })?;
             run.tables.extend(results);
+            run.note = lock(&self.lag_note).clone();
             return Ok(());
         }
         let mut w = Worker {
@@ -497,17 +510,10 @@ impl Verifier {
         let Some(rx) = &self.caught_up else {
             return Ok(());
         };
-        let (head, _) = position::head(src, &self.source).await?;
-        let mut rx = rx.clone();
-        let reached = rx.wait_for(|c| c.as_ref().is_some_and(|c| *c >= head));
         tokio::select! {
-            r = tokio::time::timeout(CATCH_UP_WAIT, reached) => {
-                if !matches!(r, Ok(Ok(_))) {
-                    let note = format!(
-                        "the CDC did not apply up to {head} within {}s; differences may be \
-                         changes not yet applied",
-                        CATCH_UP_WAIT.as_secs()
-                    );
+            r = position::wait_applied(src, &self.source, rx, CATCH_UP_WAIT) => {
+                if let Some(head) = r? {
+                    let note = position::not_applied_note(&head, CATCH_UP_WAIT);
                     warn!("{note}");
                     *lock(&self.lag_note) = Some(note);
                 }

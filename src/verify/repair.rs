@@ -179,7 +179,7 @@ impl Verifier {
                 &self.source,
                 &pg,
                 &tables,
-                true,
+                (true, None),
                 &self.cancel,
                 &|_| {},
             )

@@ -356,3 +356,85 @@ fn online_verification_under_a_workload_has_no_false_alarms() {
     assert_eq!(code, Some(1), "status exits 1 on a verification difference");
     run.stop();
 }
+
+/// Online into PostgreSQL: the same workload while a sync job into
+/// PostgreSQL is verified through the runner (checksum and count), no
+/// false alarm; then a change made on PostgreSQL alone is named, and
+/// `[verify] every` runs by itself.
+#[test]
+fn online_verification_into_postgresql_under_a_workload() {
+    let (source, _) = shared();
+    let pg = crate::pgserver::shared_pg();
+    source.sql("DROP DATABASE IF EXISTS vpo_src; CREATE DATABASE vpo_src;");
+    pg.database("vpo");
+    let prep = sysbench(source.port, "vpo_src", "prepare", 0)
+        .wait_with_output()
+        .expect("sysbench prepare");
+    assert!(
+        prep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prep.stderr)
+    );
+    let tmp = temp_dir("verify-online-pg");
+    let state = tmp.path().join("state");
+    let job = write_job(
+        tmp.path(),
+        &crate::postgres::pg_job(
+            "vpo",
+            "vpo_src",
+            "vpo",
+            "vpo",
+            "",
+            "[verify]\nevery = \"3s\"\n[cdc]\nthreads = 2",
+        )
+        .replace("mode = \"full\"", "mode = \"sync\"")
+        .replace(
+            "password_env = \"FERRY_SRC_PASSWORD\"",
+            "password_env = \"FERRY_SRC_PASSWORD\"\nserver_id = 5304",
+        ),
+    );
+    let mut run = SyncRun::start(&state, &job);
+    run.wait_streaming();
+
+    let mut load = sysbench(source.port, "vpo_src", "run", 12);
+    for (round, level) in ["--checksum", "--count", "--checksum"].iter().enumerate() {
+        let (code, out, err) = verify(&state, &["vpo", level, "--json"]);
+        let v = parse(&out, &err);
+        assert!(v.online, "through the runner while syncing: online");
+        assert_eq!(
+            code,
+            Some(0),
+            "round {round} ({level}): false alarm under the workload\n{out}{err}\nlog:\n{}",
+            log_tail(&state)
+        );
+        assert!(v.ok && v.tables.len() == 2, "{v:#?}");
+    }
+    let status = load.wait().expect("sysbench");
+    assert!(status.success(), "the workload ran throughout");
+
+    // A difference on PostgreSQL only is reported, with its column.
+    pg.sql("vpo", "UPDATE vpo.sbtest1 SET k = k + 1 WHERE id = 7");
+    let (code, out, err) = verify(&state, &["vpo", "--checksum", "--json"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let v = parse(&out, &err);
+    let t = table(&v, "vpo_src.sbtest1");
+    assert_eq!(
+        diff_at(t, "id=7"),
+        ("different".into(), vec!["k".into()], 1)
+    );
+    let scheduled = std::panic::catch_unwind(|| {
+        wait_until(Duration::from_secs(120), "a scheduled verification", || {
+            let (_, out, _) = cli_status(&state);
+            let s: ferry_proto::Status = serde_json::from_str(&out).expect("status");
+            s.jobs[0]
+                .verification
+                .as_ref()
+                .is_some_and(|v| v.trigger == "every" && !v.ok)
+        })
+    });
+    if let Err(e) = scheduled {
+        let (_, out, _) = cli_status(&state);
+        panic!("{e:?}\nstatus: {out}\nlog:\n{}", log_tail(&state));
+    }
+    run.stop();
+}
