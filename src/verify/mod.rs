@@ -659,8 +659,8 @@ impl Verifier {
     }
 
     /// Online: differing rows are looked at again (source, then the target
-    /// once the CDC caught up) and only those that differ every time are
-    /// kept.
+    /// once the CDC caught up, then the source again) and only those that
+    /// differ every time are kept.
     async fn confirm(
         &self,
         w: &mut Worker,
@@ -690,8 +690,19 @@ impl Verifier {
         let mut out = Vec::new();
         for batch in keys.chunks(500) {
             let (cond, params) = ts.keys_condition(batch);
-            let (s, t) = self.rows_both(w, ts, &cond, params).await?;
-            out.extend(diff_rows(ts, s, t));
+            let (s, t) = self.rows_both(w, ts, &cond, params.clone()).await?;
+            let found = diff_rows(ts, s, t.clone());
+            if found.is_empty() {
+                continue;
+            }
+            // A row that changed between the reads is no difference: the
+            // target holds neither the source's row as first read nor as
+            // read again after it.
+            let sql = ts.rows_sql(Side::Source, &cond);
+            let again = fetch(&mut w.src, &self.source, sql, params).await?;
+            let still: Vec<Vec<KeyValue>> =
+                diff_rows(ts, again, t).into_iter().map(|d| d.key).collect();
+            out.extend(found.into_iter().filter(|d| still.contains(&d.key)));
         }
         Ok(out)
     }
