@@ -274,6 +274,36 @@ fn sysbench(port: u16, db: &str, cmd: &str, secs: u32) -> std::process::Child {
         .expect("sysbench (scripts/test.sh installs it)")
 }
 
+/// `ferry verify ARGS` exits 1 naming `id=7` of `table` as different in `k`.
+fn assert_k_of_id_7_named(state: &Path, args: &[&str], table_name: &str) {
+    let (code, out, err) = verify(state, args);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let v = parse(&out, &err);
+    let t = table(&v, table_name);
+    assert_eq!(
+        diff_at(t, "id=7"),
+        ("different".into(), vec!["k".into()], 1)
+    );
+}
+
+/// Waits (2 min) until status shows a failed `[verify] every` run.
+fn wait_scheduled_difference(state: &Path) {
+    let scheduled = std::panic::catch_unwind(|| {
+        wait_until(Duration::from_secs(120), "a scheduled verification", || {
+            let (_, out, _) = cli_status(state);
+            let s: ferry_proto::Status = serde_json::from_str(&out).expect("status");
+            s.jobs[0]
+                .verification
+                .as_ref()
+                .is_some_and(|v| v.trigger == "every" && !v.ok)
+        })
+    });
+    if let Err(e) = scheduled {
+        let (_, out, _) = cli_status(state);
+        panic!("{e:?}\nstatus: {out}\nlog:\n{}", log_tail(state));
+    }
+}
+
 /// Online: a sysbench workload runs while a syncing job is verified
 /// through the runner; no difference is reported. A difference made on
 /// the target alone is then reported. `[verify] every` runs by itself.
@@ -327,31 +357,11 @@ fn online_verification_under_a_workload_has_no_false_alarms() {
 
     // A difference on the target only is reported, with its column.
     target.sql("UPDATE vo_dst.sbtest1 SET k = k + 1 WHERE id = 7");
-    let (code, out, err) = verify(&state, &["vo", "--json"]);
-    assert_eq!(code, Some(1), "{out}{err}");
-    let v = parse(&out, &err);
-    let t = table(&v, "vo_src.sbtest1");
-    assert_eq!(
-        diff_at(t, "id=7"),
-        ("different".into(), vec!["k".into()], 1)
-    );
+    assert_k_of_id_7_named(&state, &["vo", "--json"], "vo_src.sbtest1");
 
     // `every` verifies by itself while the job syncs; status shows it and
     // alerts on its difference.
-    let scheduled = std::panic::catch_unwind(|| {
-        wait_until(Duration::from_secs(120), "a scheduled verification", || {
-            let (_, out, _) = cli_status(&state);
-            let s: ferry_proto::Status = serde_json::from_str(&out).expect("status");
-            s.jobs[0]
-                .verification
-                .as_ref()
-                .is_some_and(|v| v.trigger == "every" && !v.ok)
-        })
-    });
-    if let Err(e) = scheduled {
-        let (_, out, _) = cli_status(&state);
-        panic!("{e:?}\nstatus: {out}\nlog:\n{}", log_tail(&state));
-    }
+    wait_scheduled_difference(&state);
     let (code, _, _) = cli_status(&state);
     assert_eq!(code, Some(1), "status exits 1 on a verification difference");
     run.stop();
@@ -414,27 +424,7 @@ fn online_verification_into_postgresql_under_a_workload() {
 
     // A difference on PostgreSQL only is reported, with its column.
     pg.sql("vpo", "UPDATE vpo.sbtest1 SET k = k + 1 WHERE id = 7");
-    let (code, out, err) = verify(&state, &["vpo", "--checksum", "--json"]);
-    assert_eq!(code, Some(1), "{out}{err}");
-    let v = parse(&out, &err);
-    let t = table(&v, "vpo_src.sbtest1");
-    assert_eq!(
-        diff_at(t, "id=7"),
-        ("different".into(), vec!["k".into()], 1)
-    );
-    let scheduled = std::panic::catch_unwind(|| {
-        wait_until(Duration::from_secs(120), "a scheduled verification", || {
-            let (_, out, _) = cli_status(&state);
-            let s: ferry_proto::Status = serde_json::from_str(&out).expect("status");
-            s.jobs[0]
-                .verification
-                .as_ref()
-                .is_some_and(|v| v.trigger == "every" && !v.ok)
-        })
-    });
-    if let Err(e) = scheduled {
-        let (_, out, _) = cli_status(&state);
-        panic!("{e:?}\nstatus: {out}\nlog:\n{}", log_tail(&state));
-    }
+    assert_k_of_id_7_named(&state, &["vpo", "--checksum", "--json"], "vpo_src.sbtest1");
+    wait_scheduled_difference(&state);
     run.stop();
 }
